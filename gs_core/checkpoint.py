@@ -1,0 +1,152 @@
+"""The one way models are saved and loaded.
+
+Our checkpoint is a folder: `weights.safetensors` (tensors only, never pickled) and `card.json` (the model spec
+that rebuilds the architecture, plus training config, metrics, per-layer plan). The spec is also stored in the
+safetensors metadata so the weights file alone is enough to rebuild the model. Foreign `.pth`/`.pt` files
+(official CartoonGAN / CycleGAN weights) load with `torch.load(weights_only=True)` and are recognised by their keys.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from gs_core.models import Generator, StateDictMismatch, generator_from_state_dict, load_state_dict_strict
+from gs_core.slim.student import build_from_spec, spec_of
+
+WEIGHTS = "weights.safetensors"
+CARD = "card.json"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file that cannot be loaded as a model; the message says which file and why."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_card(folder: Path, card: dict) -> None:
+    atomic_write_bytes(Path(folder) / CARD, (json.dumps(card, indent=1, default=_jsonable) + "\n").encode())
+
+
+def _jsonable(value):
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} in a card")
+
+
+def save_model(model: Generator, folder: str | Path, card: dict | None = None) -> Path:
+    """Save `model` as `folder/weights.safetensors` + `folder/card.json`; returns the folder."""
+    folder = Path(folder)
+    spec = spec_of(model)
+    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=_mkdir(folder), prefix=f".{WEIGHTS}.")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata={"gs_spec": json.dumps(spec), "format_version": str(FORMAT_VERSION)})
+        os.replace(tmp, folder / WEIGHTS)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    write_card(folder, {"format_version": FORMAT_VERSION, **(card or {}), "architecture": spec})
+    return folder
+
+
+def _mkdir(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def read_card(path: str | Path) -> dict:
+    """The card of one of our checkpoints (folder or its weights file)."""
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    card_path = folder / CARD
+    if not card_path.is_file():
+        raise CheckpointError(f"{folder}: no {CARD} here; is this a GS Studio checkpoint folder?")
+    try:
+        return json.loads(card_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{card_path}: damaged card ({err})") from None
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        return load_file(str(path)), metadata
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file (damaged or truncated?): {err}") from None
+
+
+def _read_foreign(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for damaged, truncated or unsafe pickles
+        raise CheckpointError(f"{path}: cannot read as a PyTorch weights file ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0][:200]})") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: expected a state dict (name -> tensor), found {type(obj).__name__}")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def load_model(path: str | Path) -> tuple[Generator, dict]:
+    """(model in eval mode, card) from our folder / safetensors file, or a foreign .pth/.pt state dict."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or folder")
+    weights = path / WEIGHTS if path.is_dir() else path
+    if not weights.is_file():
+        raise CheckpointError(f"{path}: no {WEIGHTS} in this folder")
+    if weights.stat().st_size == 0:
+        raise CheckpointError(f"{weights}: empty file")
+    try:
+        if weights.suffix == ".safetensors":
+            state, metadata = _read_safetensors(weights)
+            card = read_card(weights) if (weights.parent / CARD).is_file() else {}
+            spec = card.get("architecture") or json.loads(metadata.get("gs_spec", "null") or "null")
+            if spec:
+                model = build_from_spec(spec)
+                load_state_dict_strict(model, state)
+                return model.eval(), card or {"architecture": spec}
+            model = generator_from_state_dict(state)
+        else:
+            model = generator_from_state_dict(_read_foreign(weights))
+    except (StateDictMismatch, ValueError, KeyError, TypeError) as err:
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(f"{weights}: {err}") from None
+    return model, {"name": weights.stem, "source": str(weights), "architecture": spec_of(model)}

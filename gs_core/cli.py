@@ -1,0 +1,265 @@
+"""`python -m gs_core <command>`: argument parsing only; every command calls the library.
+
+Errors users can cause (bad files, bad arguments, a diverged run) print one clear line and exit with status 2;
+anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import types
+import typing
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_TEACHER = REPO / "checkpoints" / "teacher"
+
+
+def _add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+    """One --option per scalar field of a config dataclass, defaulting to the dataclass default."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip or f.default is dataclasses.MISSING:
+            continue
+        kind = hints[f.name]
+        if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        flag = "--" + f.name.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        elif kind in (int, float, str):
+            parser.add_argument(flag, type=kind, default=f.default, help=f"(default: {f.default})")
+
+
+def _dataclass_from_args(cls, args: argparse.Namespace, **extra):
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in vars(args).items() if k in names}, **extra)
+
+
+def cmd_info(args) -> int:
+    from gs_core.checkpoint import load_model
+    from gs_core.eval.cost import count_macs, count_params, size_bits
+
+    model, card = load_model(args.file)
+    summary = {"file": str(args.file), "architecture": card.get("architecture"), "params": count_params(model),
+               "macs_256": count_macs(model, (256, 256)), "size_bits": size_bits(model)}
+    summary.update({k: v for k, v in card.items() if k not in ("architecture", "history", "gammas")})
+    if args.json:
+        print(json.dumps(summary, indent=1, default=str))
+        return 0
+    arch = summary["architecture"] or {}
+    print(f"{args.file}: {arch.get('name')} {json.dumps(arch.get('config', {}).get('ngf'))} ngf, "
+          f"{summary['params']:,} params, {summary['macs_256'] / 1e9:.3f} GMACs at 256x256, "
+          f"{summary['size_bits'] / 8e6:.3f} MB at its bit widths")
+    for key in ("method", "bits", "sparsity_target", "metrics", "metrics_vs_target"):
+        if key in card:
+            print(f"  {key}: {json.dumps(card[key], default=str)}")
+    if "plan" in card:
+        groups = card["plan"]["groups"]
+        print("  channels kept: " + ", ".join(f"{g} {k}/{t}" for g, (k, t) in groups.items()))
+    return 0
+
+
+def cmd_stylize(args) -> int:
+    import torch
+
+    from gs_core.checkpoint import load_model
+    from gs_core.data.images import ImageLoadError, load_rgb, to_tensor, to_uint8
+    from PIL import Image
+
+    model, _ = load_model(args.model)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    for path in args.inputs:
+        try:
+            rgb, notices = load_rgb(path, max_side=args.max_side)
+        except ImageLoadError as err:
+            print(f"skipped {path}: {err}", file=sys.stderr)
+            failures += 1
+            continue
+        with torch.inference_mode():
+            styled = model.stylize(to_tensor(rgb)[None])[0]
+        target = out / (Path(path).stem + ".png")
+        Image.fromarray(to_uint8(styled)).save(target)
+        print(f"{path} -> {target}" + "".join(f" ({n})" for n in notices))
+    return 1 if failures else 0
+
+
+def cmd_slim(args) -> int:
+    import torch
+
+    from gs_core.checkpoint import load_model, save_model
+    from gs_core.data.images import list_images
+    from gs_core.data.teacher_cache import distillation_pairs, task_targets
+    from gs_core.slim.methods import SlimConfig, run_method
+    from gs_core.slim.train import TrainConfig
+
+    teacher, _ = load_model(args.teacher)
+    photos = list_images(args.photos)
+    inputs, outputs = distillation_pairs(teacher, photos, args.size, REPO / "data" / "cache")
+    train = _dataclass_from_args(TrainConfig, args)
+    cfg = _dataclass_from_args(SlimConfig, args, train=train)
+    targets = task_targets(teacher, inputs) if cfg.method == "prune" else None
+    torch.set_num_threads(args.threads)
+    slim, card = run_method(teacher, inputs, outputs, cfg, Path(args.out) / "run", targets)
+    folder = save_model(slim, Path(args.out) / "slim", {"name": Path(args.out).name, **card})
+    print(f"saved {folder}")
+    return 0
+
+
+def cmd_extract(args) -> int:
+    from gs_core.checkpoint import load_model, save_model
+    from gs_core.slim.extract import extract
+    from gs_core.slim.plan import describe_widths
+    from gs_core.models import create_generator
+
+    student, card = load_model(args.student)
+    slim = extract(student)
+    dense = create_generator(student.arch, **student.config())
+    card = {**card, "plan": describe_widths(slim, dense)}
+    card.pop("architecture", None)
+    print(f"saved {save_model(slim, args.out, card)}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from gs_core.eval.evaluate import METRICS, evaluate_models, write_table
+
+    metrics = args.metrics or METRICS
+    table = evaluate_models(args.models, args.photos, args.teacher, metrics=metrics, size=args.size,
+                            target_dir=args.target)
+    print(table.to_string())
+    if args.out:
+        write_table(table, args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_fetch_weights(args) -> int:
+    from gs_core.eval.backbones import fetch_weights
+
+    for path in fetch_weights(args.names or None, timeout_s=args.timeout):
+        print(f"ok {path}")
+    return 0
+
+
+def cmd_photos(args) -> int:
+    from gs_core.data.photoset import build_photoset, photoset_dir
+
+    build_photoset(Path(args.out) if args.out else photoset_dir())
+    return 0
+
+
+def cmd_train_teacher(args) -> int:
+    import torch
+
+    from gs_core.teacher import preset, train_teacher
+
+    torch.set_num_threads(args.threads)
+    card = train_teacher(preset(args.preset, args.steps), args.out, args.run_dir)
+    print(json.dumps(card["metrics_vs_target"], indent=1))
+    return 0
+
+
+def cmd_grid(args) -> int:
+    import torch
+
+    from gs_core.grid import grid_preset, run_grid
+
+    torch.set_num_threads(args.threads)
+    manifest = run_grid(grid_preset(args.preset), args.teacher, args.out, args.run_dir, only=args.only)
+    print(manifest.to_string())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gs_core.slim.methods import SlimConfig
+    from gs_core.slim.train import TrainConfig
+
+    parser = argparse.ArgumentParser(prog="gs_core", description="GAN Slimming: compress image-to-image GANs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="print the card of a checkpoint (ours or an official .pth)")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_info)
+
+    p = sub.add_parser("stylize", help="stylize RGB images with a model")
+    p.add_argument("inputs", nargs="+")
+    p.add_argument("--model", default=str(DEFAULT_TEACHER))
+    p.add_argument("--out", required=True)
+    p.add_argument("--max-side", type=int, default=1024, help="downscale larger images (default 1024)")
+    p.set_defaults(run=cmd_stylize)
+
+    p = sub.add_parser("slim", help="one GS run (or baseline): teacher + photo folder -> slim student")
+    p.add_argument("--teacher", default=str(DEFAULT_TEACHER))
+    p.add_argument("--photos", default=str(REPO / "data" / "photos" / "train"))
+    p.add_argument("--out", required=True, help="run folder; rerunning the same command resumes it")
+    p.add_argument("--size", type=int, default=96, help="training crop size (default 96)")
+    p.add_argument("--threads", type=int, default=2)
+    _add_dataclass_args(p, SlimConfig, skip=("train",))
+    _add_dataclass_args(p, TrainConfig, skip=("rho", "budget"))  # set through --rho / --sparsity
+    p.set_defaults(run=cmd_slim)
+
+    p = sub.add_parser("extract", help="remove pruned channels of a gated GS student")
+    p.add_argument("student")
+    p.add_argument("--out", required=True)
+    p.set_defaults(run=cmd_extract)
+
+    p = sub.add_parser("eval", help="quality and cost of checkpoints against a teacher")
+    p.add_argument("models", nargs="+")
+    p.add_argument("--photos", default=str(REPO / "data" / "photos" / "test"))
+    p.add_argument("--teacher", default=str(DEFAULT_TEACHER))
+    p.add_argument("--metrics", nargs="+")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--target", help="folder of target-domain images: FID against it too")
+    p.add_argument("--out", help="table file (.csv or .json)")
+    p.set_defaults(run=cmd_eval)
+
+    p = sub.add_parser("fetch-weights", help="download LPIPS / FID backbone weights (needs internet)")
+    p.add_argument("names", nargs="*")
+    p.add_argument("--timeout", type=float, default=30)
+    p.set_defaults(run=cmd_fetch_weights)
+
+    p = sub.add_parser("photos", help="rebuild the embedded photo set from installed packages")
+    p.add_argument("--out")
+    p.set_defaults(run=cmd_photos)
+
+    p = sub.add_parser("train-teacher", help="train the embedded teacher (resumable)")
+    p.add_argument("--preset", default="default")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--out", default=str(DEFAULT_TEACHER))
+    p.add_argument("--run-dir", default=str(REPO / "runs" / "teacher"))
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(run=cmd_train_teacher)
+
+    p = sub.add_parser("grid", help="train the sparsity x bits grid and baselines (resumable, incremental)")
+    p.add_argument("--preset", default="default")
+    p.add_argument("--teacher", default=str(DEFAULT_TEACHER))
+    p.add_argument("--out", default=str(REPO / "checkpoints"))
+    p.add_argument("--run-dir", default=str(REPO / "runs" / "grid"))
+    p.add_argument("--only", nargs="+", help="train only these point ids")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(run=cmd_grid)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gs_core.checkpoint import CheckpointError
+    from gs_core.data.images import ImageLoadError
+    from gs_core.eval.backbones import MissingWeightsError
+    from gs_core.slim.train import TrainingDiverged
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (CheckpointError, ImageLoadError, MissingWeightsError, TrainingDiverged, ValueError,
+            FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130

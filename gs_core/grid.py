@@ -1,0 +1,183 @@
+"""The grid: GS students along sparsity x bit width, the paper's baselines beside them, one manifest for all.
+
+Each point trains in `runs/grid/<id>/` (resumable) and is saved as `checkpoints/grid/<id>/` once trained and
+measured; a point whose folder has a card with metrics is skipped, so reruns only do what is missing. A point
+that fails is reported in `checkpoints/grid/failures.json` and the others go on. The manifest is rebuilt from
+the cards after every point.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from gs_core.checkpoint import load_model, read_card, save_model, write_card
+from gs_core.data.photoset import load_split
+from gs_core.data.teacher_cache import distillation_pairs, task_targets
+from gs_core.eval.evaluate import evaluate_models
+from gs_core.slim.methods import SlimConfig, run_method
+from gs_core.slim.train import TrainConfig
+
+QUALITY = ("psnr", "ssim", "lpips", "fid")
+MANIFEST_FIELDS = ("id", "method", "bits", "sparsity_target", "channels_removed", "macs_removed", "params", "macs",
+                   "size_bits", "compression_size", "compression_macs", "latency_ms", "psnr", "ssim", "lpips",
+                   "fid", "path")
+
+
+@dataclass(frozen=True)
+class Point:
+    method: str
+    sparsity: float
+    bits: int | str  # "mixed" is resolved by the bit allocator
+
+    @property
+    def id(self) -> str:
+        return f"{self.method}-s{self.sparsity:g}-b{self.bits}"
+
+
+@dataclass
+class GridConfig:
+    sparsities: tuple[float, ...] = (0.5, 0.75, 0.9, 0.97)
+    bits: tuple[int, ...] = (32, 8, 4)
+    baselines: tuple[Point, ...] = (
+        Point("distill", 0.75, 32), Point("distill", 0.9, 32),
+        Point("prune", 0.75, 32), Point("prune", 0.9, 32),
+        Point("quant", 0.0, 8), Point("quant", 0.0, 4),
+        Point("stacked", 0.75, 8), Point("stacked", 0.9, 8),
+    )
+    size: int = 96  # training crop size
+    batch_size: int = 4
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=300, lr=2e-4, lr_gamma=0.05, distill_weight=10.0, gan_weight=1.0, ndf=16, checkpoint_every=50,
+        log_every=10))
+    eval_size: int = 256
+    metrics: tuple[str, ...] = ("params", "macs", "size_bits", "latency_ms", "psnr", "ssim", "lpips", "fid")
+
+    def points(self) -> list[Point]:
+        return [Point("gs", s, b) for s in self.sparsities for b in self.bits] + list(self.baselines)
+
+
+PRESETS = {
+    "default": GridConfig(),
+    # Seconds, for tests: a 2 x 2 GS grid and one of each baseline on a tiny teacher.
+    "quick": GridConfig(sparsities=(0.5, 0.9), bits=(32, 8),
+                        baselines=(Point("distill", 0.5, 32), Point("prune", 0.5, 32), Point("quant", 0.0, 8),
+                                   Point("stacked", 0.5, 8)),
+                        size=32, batch_size=2, eval_size=32,
+                        train=TrainConfig(steps=6, ndf=4, d_layers=1, checkpoint_every=3, log_every=2),
+                        metrics=("params", "macs", "size_bits", "latency_ms", "psnr", "ssim")),
+}
+
+
+def grid_preset(name: str) -> GridConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown grid preset {name!r}; choose from {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def _finished(folder: Path) -> bool:
+    try:
+        return "metrics" in read_card(folder)
+    except Exception:  # an unreadable card means the point must be redone
+        return False
+
+
+def _measure(folder: Path, teacher_path: Path, cfg: GridConfig, photos: Path) -> dict:
+    """Metrics against the teacher on the test photos; a metric that cannot be computed is None + reason."""
+    row = evaluate_models([folder], photos, teacher_path, metrics=cfg.metrics, size=cfg.eval_size,
+                          progress=False).iloc[0].to_dict()
+    metrics, missing = {}, {}
+    for name in cfg.metrics:
+        value = row.get(name)
+        reason = row.get(f"{name}_missing_reason")
+        if reason:
+            missing[name] = reason
+        metrics[name] = None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+    for extra in ("compression_size", "compression_macs", "speedup", "n_photos"):
+        if extra in row:
+            metrics[extra] = row[extra]
+    for name in set(QUALITY) - set(cfg.metrics):
+        missing[name] = "not requested in this grid preset"
+    return {**metrics, "missing": missing}
+
+
+def manifest_record(point_id: str, folder: Path, card: dict, teacher_macs: int, root: Path) -> dict:
+    metrics = card.get("metrics", {})
+    plan = card.get("plan", {})
+    kept, total = plan.get("channels_kept"), plan.get("channels_total")
+    record = {
+        "id": point_id, "method": card.get("method"), "bits": card.get("bits"),
+        "sparsity_target": card.get("sparsity_target", 0.0),
+        "channels_removed": 1 - kept / total if kept is not None and total else 0.0,
+        "macs_removed": 1 - metrics["macs"] / teacher_macs if metrics.get("macs") else None,
+        "path": str(folder.relative_to(root)),
+    }
+    record.update({k: metrics.get(k) for k in MANIFEST_FIELDS if k not in record})
+    return record
+
+
+def write_manifest(root: Path, teacher_id: str = "teacher") -> pd.DataFrame:
+    """Rebuild `root/manifest.json` from the teacher's and every grid point's card."""
+    teacher_card = read_card(root / "teacher")
+    teacher_macs = teacher_card["metrics"]["macs"]
+    records = [manifest_record(teacher_id, root / "teacher", teacher_card, teacher_macs, root)]
+    for folder in sorted((root / "grid").glob("*/")):
+        if _finished(folder):
+            records.append(manifest_record(folder.name, folder, read_card(folder), teacher_macs, root))
+    (root / "manifest.json").write_text(json.dumps(records, indent=1) + "\n")
+    return pd.DataFrame(records)
+
+
+def _measure_teacher(teacher_path: Path, cfg: GridConfig, photos: Path) -> None:
+    card = read_card(teacher_path)
+    if "metrics" in card:
+        return
+    metrics = _measure(teacher_path, teacher_path, cfg, photos)
+    for name in QUALITY:  # the teacher is the reference the others are compared with
+        metrics[name] = None
+        metrics["missing"][name] = "the teacher is the reference for this metric"
+    card.update(metrics=metrics, method="teacher", bits=32, sparsity_target=0.0)
+    write_card(teacher_path, card)
+
+
+def run_grid(cfg: GridConfig, teacher_path: str | Path, out: str | Path, run_dir: str | Path,
+             only: list[str] | None = None, photos_root: Path | None = None, progress: bool = True) -> pd.DataFrame:
+    teacher_path, out, run_dir = Path(teacher_path), Path(out), Path(run_dir)
+    teacher, _ = load_model(teacher_path)
+    train_photos = load_split("train", photos_root)
+    test_dir = Path(load_split("test", photos_root)[0]).parent
+    inputs, outputs = distillation_pairs(teacher, train_photos, cfg.size, Path(run_dir) / "cache")
+    targets = None
+    points = [p for p in cfg.points() if not only or p.id in only]
+    todo = [p for p in points if not _finished(out / "grid" / p.id)]
+    _measure_teacher(teacher_path, cfg, test_dir)
+    failures = {}
+    start = time.perf_counter()
+    for n, point in enumerate(todo):
+        elapsed = time.perf_counter() - start
+        eta = f", about {elapsed / n * (len(todo) - n) / 60:.0f} min left" if n else ""
+        print(f"[grid] point {n + 1}/{len(todo)}: {point.id} ({len(points) - len(todo)} already done{eta})",
+              flush=True)
+        try:
+            if point.method == "prune" and targets is None:
+                targets = task_targets(teacher, inputs)
+            slim_cfg = SlimConfig(method=point.method, bits=point.bits, sparsity=point.sparsity,
+                                  batch_size=cfg.batch_size, train=replace(cfg.train))
+            slim, card = run_method(teacher, inputs, outputs, slim_cfg, run_dir / point.id, targets, progress)
+            folder = save_model(slim, out / "grid" / point.id, {"name": point.id, **card})
+            card = read_card(folder)
+            card["metrics"] = _measure(folder, teacher_path, cfg, test_dir)
+            write_card(folder, card)
+        except Exception as err:  # one broken point must not stop the grid; it is reported and retried next run
+            failures[point.id] = f"{type(err).__name__}: {err}"
+            print(f"[grid] {point.id} FAILED: {failures[point.id]}\n{traceback.format_exc()}", flush=True)
+        write_manifest(out)
+    (out / "grid").mkdir(parents=True, exist_ok=True)
+    (out / "grid" / "failures.json").write_text(json.dumps(failures, indent=1) + "\n")
+    return write_manifest(out)

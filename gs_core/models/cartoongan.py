@@ -1,0 +1,132 @@
+"""CartoonGAN generator in the layout of the official PyTorch port (Yijunmaverick/CartoonGAN-Test-Pytorch-Torch).
+
+Published style weights (Hayao, Hosoda, Paprika, Shinkai) load into `CartoonGAN()` with a strict key and shape
+match. Input is BGR in [-1, 1]; `stylize` hides that. `ngf`, `n_blocks`, `widths` and `skip_input` exist for
+small teachers and slim students; their defaults give the official network.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gs_core.models.base import ChannelGroup, Generator
+
+
+class InstanceNormScaleShift(nn.Module):
+    """The port's own instance norm: parameters are called `scale` and `shift`, eps is 1e-9, no buffers."""
+
+    def __init__(self, channels: int, eps: float = 1e-9):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(channels))
+        self.shift = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=(2, 3), keepdim=True)
+        var = x.var(dim=(2, 3), keepdim=True, unbiased=False)
+        return (x - mean) / torch.sqrt(var + self.eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.normalize(x) * self.scale.view(1, -1, 1, 1) + self.shift.view(1, -1, 1, 1)
+
+
+def _block_index(k: int) -> str:
+    """Residual block k (0-based) uses the official two-digit index 04, 05, ..."""
+    return f"{k + 4:02d}"
+
+
+class CartoonGAN(Generator):
+    arch = "cartoongan"
+    channel_order = "BGR"
+    max_blocks = 8  # decoder layers are named 12/13 after the 8 official blocks (04..11)
+
+    def __init__(self, ngf: int = 64, n_blocks: int = 8, widths: dict[str, int] | None = None,
+                 skip_input: bool = False):
+        super().__init__()
+        if not 1 <= n_blocks <= self.max_blocks:
+            raise ValueError(f"CartoonGAN supports 1 to {self.max_blocks} residual blocks, got {n_blocks}")
+        self.ngf, self.n_blocks, self.skip_input = ngf, n_blocks, skip_input
+        self.widths = {**self.default_widths(), **(widths or {})}
+        w = self.widths
+        trunk = w["in03_1"]
+        conv, deconv = nn.Conv2d, nn.ConvTranspose2d
+        self.conv01_1 = conv(3, w["in01_1"], 7)
+        self.in01_1 = InstanceNormScaleShift(w["in01_1"])
+        self.conv02_1 = conv(w["in01_1"], 2 * ngf, 3, 2, 1)
+        self.conv02_2 = conv(2 * ngf, w["in02_1"], 3, 1, 1)
+        self.in02_1 = InstanceNormScaleShift(w["in02_1"])
+        self.conv03_1 = conv(w["in02_1"], 4 * ngf, 3, 2, 1)
+        self.conv03_2 = conv(4 * ngf, trunk, 3, 1, 1)
+        self.in03_1 = InstanceNormScaleShift(trunk)
+        for k in range(n_blocks):
+            i = _block_index(k)
+            inner = w[f"in{i}_1"]
+            setattr(self, f"conv{i}_1", conv(trunk, inner, 3))
+            setattr(self, f"in{i}_1", InstanceNormScaleShift(inner))
+            setattr(self, f"conv{i}_2", conv(inner, trunk, 3))
+            setattr(self, f"in{i}_2", InstanceNormScaleShift(trunk))
+        self.deconv01_1 = deconv(trunk, 2 * ngf, 3, 2, 1, output_padding=1)
+        self.deconv01_2 = conv(2 * ngf, w["in12_1"], 3, 1, 1)
+        self.in12_1 = InstanceNormScaleShift(w["in12_1"])
+        self.deconv02_1 = deconv(w["in12_1"], ngf, 3, 2, 1, output_padding=1)
+        self.deconv02_2 = conv(ngf, w["in13_1"], 3, 1, 1)
+        self.in13_1 = InstanceNormScaleShift(w["in13_1"])
+        self.deconv03_1 = conv(w["in13_1"], 3, 7)
+        if skip_input:  # start as the identity: training then only has to learn the change to the photo
+            nn.init.zeros_(self.deconv03_1.weight)
+            nn.init.zeros_(self.deconv03_1.bias)
+
+    def config(self) -> dict:
+        return {"ngf": self.ngf, "n_blocks": self.n_blocks, "widths": dict(self.widths),
+                "skip_input": self.skip_input}
+
+    def default_widths(self) -> dict[str, int]:
+        ngf = self.ngf
+        widths = {"in01_1": ngf, "in02_1": 2 * ngf, "in03_1": 4 * ngf, "in12_1": 2 * ngf, "in13_1": ngf}
+        widths.update({f"in{_block_index(k)}_1": 4 * ngf for k in range(self.n_blocks)})
+        return widths
+
+    def channel_groups(self) -> list[ChannelGroup]:
+        blocks = [_block_index(k) for k in range(self.n_blocks)]
+        groups = [
+            ChannelGroup("in01_1", ("in01_1",), (("conv01_1", 0),), (("conv02_1", 1),)),
+            ChannelGroup("in02_1", ("in02_1",), (("conv02_2", 0),), (("conv03_1", 1),)),
+            # The residual trunk: conv03_2 and every block's second conv add into the same channels.
+            ChannelGroup("in03_1", ("in03_1", *(f"in{i}_2" for i in blocks)),
+                         (("conv03_2", 0), *((f"conv{i}_2", 0) for i in blocks)),
+                         (*((f"conv{i}_1", 1) for i in blocks), ("deconv01_1", 0))),
+        ]
+        groups += [ChannelGroup(f"in{i}_1", (f"in{i}_1",), ((f"conv{i}_1", 0),), ((f"conv{i}_2", 1),))
+                   for i in blocks]
+        groups += [
+            ChannelGroup("in12_1", ("in12_1",), (("deconv01_2", 0),), (("deconv02_1", 0),)),
+            ChannelGroup("in13_1", ("in13_1",), (("deconv02_2", 0),), (("deconv03_1", 1),)),
+        ]
+        return groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.in01_1(self.conv01_1(F.pad(x, (3, 3, 3, 3), mode="reflect"))))
+        y = F.relu(self.in02_1(self.conv02_2(self.conv02_1(y))))
+        y = F.relu(self.in03_1(self.conv03_2(self.conv03_1(y))))
+        for k in range(self.n_blocks):
+            i = _block_index(k)
+            t = F.pad(y, (1, 1, 1, 1), mode="reflect")
+            t = F.relu(getattr(self, f"in{i}_1")(getattr(self, f"conv{i}_1")(t)))
+            t = F.pad(t, (1, 1, 1, 1), mode="reflect")
+            y = y + getattr(self, f"in{i}_2")(getattr(self, f"conv{i}_2")(t))
+        y = F.relu(self.in12_1(self.deconv01_2(self.deconv01_1(y))))
+        y = F.relu(self.in13_1(self.deconv02_2(self.deconv02_1(y))))
+        y = torch.tanh(self.deconv03_1(F.pad(y, (3, 3, 3, 3), mode="reflect")))
+        # skip_input: the network predicts a change to the photo, so absolute colour survives instance norm.
+        return x + y if self.skip_input else y
+
+    @classmethod
+    def from_state_dict_keys(cls, shapes: dict[str, tuple[int, ...]]) -> dict:
+        """Constructor arguments (ngf, n_blocks, widths) read off a state dict's shapes."""
+        ngf = shapes["deconv02_1.weight"][1]
+        n_blocks = sum(1 for k in range(cls.max_blocks) if f"conv{_block_index(k)}_1.weight" in shapes)
+        widths = {name: shapes[f"{name}.scale"][0] for name in
+                  ["in01_1", "in02_1", "in03_1", "in12_1", "in13_1"]
+                  + [f"in{_block_index(k)}_1" for k in range(n_blocks)] if f"{name}.scale" in shapes}
+        return {"ngf": ngf, "n_blocks": n_blocks, "widths": widths}

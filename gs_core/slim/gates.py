@@ -1,0 +1,111 @@
+"""Channel scale factors gamma: where GS's L1 penalty and proximal step act.
+
+Each prunable norm of the teacher becomes a `ChannelGate`: an affine-free normalization followed by
+`gamma * x + beta`. Where the teacher's norm has an affine scale (CartoonGAN's `scale`, BatchNorm's `weight`)
+that scale is copied into gamma; where it has none (CycleGAN's affine-free InstanceNorm2d) gamma starts at 1
+and beta is absent, so the student starts out computing exactly what the teacher computes.
+
+A channel with gamma == 0 also drops its beta (`beta * (gamma != 0)`): its output is then exactly zero, so
+removing the channel changes nothing even behind zero padding, where a constant channel could not be folded
+into the next layer's bias.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gs_core.models.cartoongan import InstanceNormScaleShift
+from gs_core.models.base import Generator
+
+
+class ChannelGate(nn.Module):
+    def __init__(self, channels: int, kind: str, eps: float, has_beta: bool, momentum: float = 0.1):
+        super().__init__()
+        if kind not in ("instance", "batch"):
+            raise ValueError(f"unsupported norm kind {kind!r}")
+        self.kind, self.eps, self.momentum = kind, eps, momentum
+        self.gamma = nn.Parameter(torch.ones(channels))
+        self.beta = nn.Parameter(torch.zeros(channels)) if has_beta else None
+        if kind == "batch":
+            self.register_buffer("running_mean", torch.zeros(channels))
+            self.register_buffer("running_var", torch.ones(channels))
+
+    @classmethod
+    def from_norm(cls, norm: nn.Module) -> "ChannelGate":
+        if isinstance(norm, InstanceNormScaleShift):
+            gate = cls(norm.scale.numel(), "instance", norm.eps, has_beta=True)
+            weight, bias = norm.scale, norm.shift
+        elif isinstance(norm, nn.BatchNorm2d):
+            gate = cls(norm.num_features, "batch", norm.eps, has_beta=True, momentum=norm.momentum)
+            gate.running_mean.copy_(norm.running_mean)
+            gate.running_var.copy_(norm.running_var)
+            weight, bias = norm.weight, norm.bias
+        elif isinstance(norm, nn.InstanceNorm2d):
+            gate = cls(norm.num_features, "instance", norm.eps, has_beta=norm.affine)
+            weight, bias = (norm.weight, norm.bias) if norm.affine else (None, None)
+        else:
+            raise TypeError(f"cannot gate a {type(norm).__name__}")
+        with torch.no_grad():
+            if weight is not None:
+                gate.gamma.copy_(weight)
+            if bias is not None:
+                gate.beta.copy_(bias)
+        return gate
+
+    def alive(self) -> torch.Tensor:
+        return self.gamma.detach() != 0
+
+    def effective_beta(self) -> torch.Tensor | None:
+        return None if self.beta is None else self.beta * (self.gamma != 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "batch":
+            x = F.batch_norm(x, self.running_mean, self.running_var, training=self.training,
+                             momentum=self.momentum, eps=self.eps)
+        else:
+            x = F.instance_norm(x, eps=self.eps)
+        x = x * self.gamma.view(1, -1, 1, 1)
+        beta = self.effective_beta()
+        return x if beta is None else x + beta.view(1, -1, 1, 1)
+
+    def export(self, keep: torch.Tensor, target: nn.Module) -> dict[str, torch.Tensor]:
+        """State dict of `target` (the slim model's ordinary norm) holding the kept channels of this gate."""
+        gamma = self.gamma.detach()[keep]
+        beta = self.effective_beta()
+        beta = torch.zeros_like(gamma) if beta is None else beta.detach()[keep]
+        if isinstance(target, InstanceNormScaleShift):
+            return {"scale": gamma, "shift": beta}
+        state = {"weight": gamma, "bias": beta}
+        if isinstance(target, nn.BatchNorm2d):
+            state.update(running_mean=self.running_mean[keep], running_var=self.running_var[keep],
+                         num_batches_tracked=target.num_batches_tracked.clone())
+        return state
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, module)
+
+
+def add_gates(model: Generator) -> Generator:
+    """Turn every prunable norm of `model` (in place) into a ChannelGate; returns the model."""
+    for group in model.channel_groups():
+        for name in group.gates:
+            _replace(model, name, ChannelGate.from_norm(model.get_submodule(name)))
+    return model
+
+
+def gates_of(model: nn.Module) -> dict[str, ChannelGate]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, ChannelGate)}
+
+
+def gamma_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return [gate.gamma for gate in gates_of(model).values()]
+
+
+@torch.no_grad()
+def soft_threshold_(gammas: list[torch.Tensor], threshold: float) -> None:
+    """Proximal operator of threshold * ||gamma||_1: shrink towards 0 and clamp to exactly 0."""
+    for g in gammas:
+        g.copy_(torch.sign(g) * torch.clamp(g.abs() - threshold, min=0))

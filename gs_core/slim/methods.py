@@ -1,0 +1,150 @@
+"""GS and the paper's baselines, each a few calls to the same training loop with terms switched on or off.
+
+| method   | student                          | target          | gammas + L1 | quantization | stages |
+|----------|----------------------------------|-----------------|-------------|--------------|--------|
+| gs       | teacher copy with gates          | teacher output  | yes         | yes          | 1      |
+| distill  | uniformly thinner, random init   | teacher output  | no          | no           | 1      |
+| prune    | teacher copy with gates          | cartoon target  | yes         | no           | 1      |
+| quant    | teacher copy                     | teacher output  | no          | yes          | 1      |
+| stacked  | distill, then prune, then quant  | teacher output  | stage 2     | stage 3      | 3      |
+
+Every method gets the same data and the same number of steps (stacked splits them in three). `sparsity` is the
+fraction of the teacher's MACs to remove (budget mode); `rho` instead gives the paper's fixed-rho mode.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gs_core.eval.cost import count_macs
+from gs_core.models import Generator, create_generator
+from gs_core.slim.extract import extract
+from gs_core.slim.gates import gates_of
+from gs_core.slim.plan import dense_plan, describe_widths, layer_costs, plan_cost
+from gs_core.slim.quant import FULL_PRECISION, calibrate_activations, layer_bits
+from gs_core.slim.student import make_student
+from gs_core.slim.train import TrainConfig, fit
+
+METHODS = ("gs", "distill", "prune", "quant", "stacked")
+COST_SIZE = (256, 256)  # budgets are priced at this resolution (MAC ratios do not depend on it)
+
+
+@dataclass
+class SlimConfig:
+    method: str = "gs"
+    bits: int | dict = 8  # one width for every conv, or {conv name: bits} (mixed precision)
+    sparsity: float = 0.5  # fraction of the teacher's MACs to remove (budget mode)
+    rho: float | None = None  # fixed-rho mode: L1 weight; then `sparsity` is ignored
+    per_channel: bool = True
+    batch_size: int = 4
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+        if not 0 <= self.sparsity < 1:
+            raise ValueError(f"sparsity is a fraction of MACs to remove, in [0, 1); got {self.sparsity}")
+
+
+def batches_from(inputs: torch.Tensor, targets: torch.Tensor, batch_size: int, seed: int):
+    """Step s -> a batch drawn by a generator seeded with (seed, s): resumable and reproducible."""
+    def batches(step: int):
+        index = torch.from_numpy(np.random.default_rng([seed, step]).integers(0, len(inputs), batch_size))
+        return inputs[index], targets[index]
+    return batches
+
+
+def thinner(teacher: Generator, mac_fraction: float) -> Generator:
+    """The same architecture with every width scaled by one factor (ngf), nearest to `mac_fraction` MACs."""
+    base = count_macs(teacher, (64, 64))
+    candidates = {}
+    for ngf in range(1, teacher.ngf + 1):
+        model = create_generator(teacher.arch, **{**teacher.config(), "ngf": ngf, "widths": None})
+        candidates[ngf] = abs(count_macs(model, (64, 64)) / base - mac_fraction)
+    best = min(candidates, key=candidates.get)
+    return create_generator(teacher.arch, **{**teacher.config(), "ngf": best, "widths": None})
+
+
+def _train(model: Generator, inputs, targets, cfg: SlimConfig, run_dir: Path, *, bits, gated: bool,
+           budget: float | None, teacher: Generator, steps: int, desc: str, progress: bool):
+    student = make_student(model, bits, cfg.per_channel, gated=gated)
+    calibrate_activations(student, inputs[:16])
+    prune = gated and (budget is not None or cfg.rho)
+    train_cfg = replace(cfg.train, steps=steps, budget=budget if prune and cfg.rho is None else None,
+                        rho=(cfg.rho or 0.0) if prune else 0.0)
+    cost_model = None
+    if prune:
+        bits_map = layer_bits(student)
+        cost_model = (layer_costs(model, COST_SIZE), plan_cost(teacher, dense_plan(teacher),
+                                                                  layer_costs(teacher, COST_SIZE)), bits_map)
+    history = fit(student, batches_from(inputs, targets, cfg.batch_size, cfg.train.seed), train_cfg, run_dir,
+                  cost_model=cost_model, progress=progress, desc=desc)
+    return student, history
+
+
+def run_method(teacher: Generator, inputs: torch.Tensor, outputs: torch.Tensor, cfg: SlimConfig,
+               run_dir: str | Path, task_targets: torch.Tensor | None = None,
+               progress: bool = True) -> tuple[Generator, dict]:
+    """Train one compressed model; returns (the deployable slim model, card fields describing it)."""
+    run_dir = Path(run_dir)
+    steps = cfg.train.steps
+    keep = 1 - cfg.sparsity
+    gammas, history = {}, []
+    if cfg.method == "gs":
+        student, history = _train(teacher, inputs, outputs, cfg, run_dir, bits=cfg.bits, gated=True, budget=keep,
+                                  teacher=teacher, steps=steps, desc="gs", progress=progress)
+        gammas = _gammas(student)
+        slim = extract(student)
+    elif cfg.method == "prune":
+        if task_targets is None:
+            raise ValueError("the prune baseline learns from the task targets; this teacher has none")
+        student, history = _train(teacher, inputs, task_targets, cfg, run_dir, bits=FULL_PRECISION, gated=True,
+                                  budget=keep, teacher=teacher, steps=steps, desc="prune", progress=progress)
+        gammas = _gammas(student)
+        slim = extract(student)
+    elif cfg.method == "quant":
+        slim, history = _train(teacher, inputs, outputs, cfg, run_dir, bits=cfg.bits, gated=False, budget=None,
+                               teacher=teacher, steps=steps, desc="quant", progress=progress)
+    elif cfg.method == "distill":
+        slim, history = _train(thinner(teacher, keep), inputs, outputs, cfg, run_dir, bits=FULL_PRECISION,
+                               gated=False, budget=None, teacher=teacher, steps=steps, desc="distill",
+                               progress=progress)
+    else:  # stacked: half the MAC reduction by a thinner student, the rest by pruning it, then quantize
+        third = max(1, steps // 3)
+        thin, h1 = _train(thinner(teacher, math.sqrt(keep)), inputs, outputs, cfg, run_dir / "1-distill",
+                          bits=FULL_PRECISION, gated=False, budget=None, teacher=teacher, steps=third,
+                          desc="stacked 1/3 distill", progress=progress)
+        pruned, h2 = _train(thin, inputs, outputs, cfg, run_dir / "2-prune", bits=FULL_PRECISION, gated=True,
+                            budget=keep, teacher=teacher, steps=third, desc="stacked 2/3 prune", progress=progress)
+        gammas = _gammas(pruned)
+        slim, h3 = _train(extract(pruned), inputs, outputs, cfg, run_dir / "3-quant", bits=_bits_for(cfg.bits),
+                          gated=False, budget=None, teacher=teacher, steps=steps - 2 * third,
+                          desc="stacked 3/3 quant", progress=progress)
+        history = [{**r, "stage": s, "step": r["step"] + offset}
+                   for s, h, offset in (("distill", h1, 0), ("prune", h2, third), ("quant", h3, 2 * third))
+                   for r in h]
+    card = {
+        "method": cfg.method,
+        "bits": cfg.bits if isinstance(cfg.bits, int) else "mixed",
+        "sparsity_target": cfg.sparsity if cfg.method != "quant" else 0.0,
+        "plan": describe_widths(slim, teacher),
+        "gammas": gammas,
+        "history": history,
+        "training": {**asdict(cfg), "train": asdict(cfg.train)},
+    }
+    return slim.eval(), card
+
+
+def _bits_for(bits: int | dict) -> int:
+    """Stage 3 of `stacked` quantizes a different (thinner) network: a uniform width is all that carries over."""
+    if isinstance(bits, dict):
+        raise ValueError("stacked takes one bit width for all layers")
+    return bits
+
+
+def _gammas(student: Generator) -> dict[str, list[float]]:
+    return {name: [round(v, 5) for v in gate.gamma.detach().tolist()] for name, gate in gates_of(student).items()}

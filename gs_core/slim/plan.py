@@ -1,0 +1,153 @@
+"""The pruning plan: which channels of each group survive, and what that costs.
+
+A plan is plain data, `{group name: list of bools}`, so it can be stored in a card, drawn by the app and replayed
+by extraction. Costs of a plan are computed per conv from the dense model's per-layer numbers, without
+building the slim model: a conv's MACs and weights scale with (kept inputs / inputs) * (kept outputs / outputs).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from gs_core.models.base import Generator
+from gs_core.slim.gates import ChannelGate
+from gs_core.slim.quant import FULL_PRECISION, conv_layers
+
+Plan = dict[str, list[bool]]
+
+
+def plan_from_gates(model: Generator) -> Plan:
+    """A channel survives if any gate of its group still has gamma != 0 there."""
+    plan = {}
+    for group in model.channel_groups():
+        alive = None
+        for name in group.gates:
+            gate = model.get_submodule(name)
+            mask = gate.alive() if isinstance(gate, ChannelGate) else torch.ones(gate_width(gate), dtype=torch.bool)
+            alive = mask if alive is None else alive | mask
+        plan[group.name] = alive.tolist()
+    return plan
+
+
+def gate_width(norm: torch.nn.Module) -> int:
+    for attr in ("gamma", "scale", "weight", "running_mean"):
+        if getattr(norm, attr, None) is not None:
+            return getattr(norm, attr).numel()
+    return norm.num_features
+
+
+def dense_plan(model: Generator) -> Plan:
+    return {name: [True] * width for name, width in model.widths.items()}
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """One conv of the dense model: weight count, bias count and MACs at the reference resolution."""
+
+    weights: int
+    biases: int
+    macs: int
+    in_channels: int
+    out_channels: int
+
+
+def layer_costs(model: Generator, size: tuple[int, int] = (256, 256)) -> dict[str, LayerCost]:
+    """Per-conv costs measured with PyTorch's flop counter (MACs = FLOPs / 2, convolutions only)."""
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.zeros(1, 3, *size))
+    flops = counter.get_flop_counts()
+    costs = {}
+    for name, conv in conv_layers(model).items():
+        costs[name] = LayerCost(conv.weight.numel(), 0 if conv.bias is None else conv.bias.numel(),
+                                _module_flops(flops, f"{type(model).__name__}.{name}") // 2,
+                                conv.in_channels, conv.out_channels)
+    return costs
+
+
+def _module_flops(flops: dict, key: str) -> int:
+    """FlopCounterMode keys each module by its path, prefixed with the root module's class name."""
+    if key not in flops:
+        raise KeyError(f"flop counter saw no convolution in {key}")
+    return int(sum(flops[key].values()))
+
+
+def kept_channels(model: Generator, plan: Plan) -> dict[str, tuple[int, int]]:
+    """(kept inputs, kept outputs) of every conv under `plan`; ungrouped axes keep all channels."""
+    kept = {name: [conv.in_channels, conv.out_channels] for name, conv in conv_layers(model).items()}
+    for group in model.channel_groups():
+        n = sum(plan[group.name])
+        for conv, _ in group.producers:
+            kept[conv][1] = n
+        for conv, _ in group.consumers:
+            kept[conv][0] = n
+    return {k: (v[0], v[1]) for k, v in kept.items()}
+
+
+@dataclass(frozen=True)
+class PlanCost:
+    params: int
+    macs: int
+    size_bits: int
+
+
+def plan_cost(model: Generator, plan: Plan, costs: dict[str, LayerCost], bits: dict[str, int] | None = None) -> PlanCost:
+    """Params, MACs and size in bits of the slim model that `plan` (and per-conv `bits`) would give.
+
+    Norm parameters (2 per kept channel) count at 32 bits; conv biases at 32 bits; conv weights at their bits.
+    """
+    kept = kept_channels(model, plan)
+    params = macs = size = 0
+    for name, cost in costs.items():
+        cin, cout = kept[name]
+        frac = (cin / cost.in_channels) * (cout / cost.out_channels)
+        weights = round(cost.weights * frac)
+        biases = cout if cost.biases else 0
+        params += weights + biases
+        macs += round(cost.macs * frac)
+        size += weights * (bits or {}).get(name, FULL_PRECISION) + biases * FULL_PRECISION
+    norm_params = sum(2 * sum(plan[g.name]) * len(g.gates) for g in model.channel_groups()
+                      if _norm_has_params(model, g.gates[0]))
+    return PlanCost(params + norm_params, macs, size + norm_params * FULL_PRECISION)
+
+
+def _norm_has_params(model: Generator, name: str) -> bool:
+    return any(True for _ in model.get_submodule(name).parameters())
+
+
+def enforce_budget(model: Generator, plan: Plan, costs: dict[str, LayerCost], target: float, metric: str,
+                   bits: dict[str, int] | None = None) -> Plan:
+    """Cut surviving channels with the smallest |gamma| until the plan's `metric` is at most `target`.
+
+    A trunk channel's importance is its largest |gamma| over the group's gates (it can only go when all do).
+    Every group keeps at least one channel.
+    """
+    plan = {name: list(mask) for name, mask in plan.items()}
+    candidates = []
+    for group in model.channel_groups():
+        gammas = torch.stack([model.get_submodule(g).gamma.detach().abs() for g in group.gates])
+        importance = gammas.max(dim=0).values
+        candidates += [(float(importance[c]), group.name, c) for c in range(len(importance)) if plan[group.name][c]]
+    candidates.sort()
+    for _, group_name, channel in candidates:
+        if getattr(plan_cost(model, plan, costs, bits), metric) <= target:
+            break
+        if sum(plan[group_name]) > 1:
+            plan[group_name][channel] = False
+    return plan
+
+
+def describe_widths(model: Generator, reference: Generator) -> dict:
+    """Per-group and per-conv channel survival of `model` against the dense `reference` (same architecture),
+    with each conv's weight bits: what cards store and the app draws."""
+    ref_convs = conv_layers(reference)
+    groups = {name: [int(model.widths[name]), int(width)] for name, width in reference.widths.items()}
+    layers = {name: {"in": [conv.in_channels, ref_convs[name].in_channels],
+                     "out": [conv.out_channels, ref_convs[name].out_channels],
+                     "bits": getattr(conv, "weight_bits", FULL_PRECISION)}
+              for name, conv in conv_layers(model).items()}
+    return {"groups": groups, "layers": layers,
+            "channels_kept": sum(k for k, _ in groups.values()),
+            "channels_total": sum(t for _, t in groups.values())}

@@ -1,0 +1,177 @@
+"""Fake quantization with a straight-through estimator (STE).
+
+Weights: symmetric, per layer or per output channel, integer levels -(2^(b-1)-1) .. 2^(b-1)-1
+(2^b - 1 levels, so that zero is exact and the range is symmetric).
+Activations: the input of every conv but the first (the image itself is never quantized). The clip range
+alpha is calibrated from data (a high quantile of |x| on a real batch) and then learned (PACT-style: the
+gradient reaches alpha through the clamp). Unsigned inputs (after ReLU) use levels k * alpha / (2^b - 1),
+k = 0 .. 2^b - 1, exactly 2^b levels (the official GS code's unsigned quantizer has 2^b + 1); inputs that can
+be negative (CartoonGAN's residual trunk has no ReLU) use k * alpha / 2^(b-1), k = -2^(b-1) .. 2^(b-1) - 1,
+again exactly 2^b levels with zero among them. bits = 32 means "not quantized".
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FULL_PRECISION = 32
+VALID_BITS = (2, 3, 4, 5, 6, 7, 8, FULL_PRECISION)
+
+
+def check_bits(bits: int) -> int:
+    if bits not in VALID_BITS:
+        raise ValueError(f"bit width must be one of {VALID_BITS}, got {bits}")
+    return bits
+
+
+def _ste(x: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
+    """Forward: quantized values; backward: identity (the straight-through estimator)."""
+    return x + (quantized - x).detach()
+
+
+def quantize_weight(w: torch.Tensor, bits: int, channel_axis: int | None) -> torch.Tensor:
+    if bits == FULL_PRECISION:
+        return w
+    qmax = 2 ** (bits - 1) - 1
+    if channel_axis is None:
+        max_abs = w.detach().abs().max()
+    else:
+        dims = [d for d in range(w.dim()) if d != channel_axis]
+        max_abs = w.detach().abs().amax(dim=dims, keepdim=True)
+    scale = max_abs.clamp(min=1e-12) / qmax
+    return _ste(w, torch.round(w / scale).clamp(-qmax, qmax) * scale)
+
+
+def quantize_activation(x: torch.Tensor, bits: int, alpha: torch.Tensor, signed: bool) -> torch.Tensor:
+    if signed:
+        step = alpha / 2 ** (bits - 1)
+        low, high = -alpha, alpha - step
+    else:
+        step = alpha / (2 ** bits - 1)
+        low, high = torch.zeros_like(alpha), alpha
+    clipped = torch.minimum(torch.maximum(x, low), high)  # alpha gets its gradient here (PACT)
+    return _ste(clipped, torch.round(clipped / step) * step)
+
+
+class ActivationQuantizer(nn.Module):
+    """Quantizes a conv's input. alpha is NaN until `calibrate_activations` has seen real data."""
+
+    def __init__(self, bits: int):
+        super().__init__()
+        self.bits = check_bits(bits)
+        self.alpha = nn.Parameter(torch.tensor(float("nan")))
+        self.register_buffer("signed", torch.tensor(False))
+        self.observed: list[torch.Tensor] | None = None  # set while calibrating
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.observed is not None:
+            self.observed.append(x.detach())
+            return x
+        if torch.isnan(self.alpha):
+            raise RuntimeError("activation quantizer used before calibration; call calibrate_activations first")
+        return quantize_activation(x, self.bits, self.alpha, bool(self.signed))
+
+
+class QuantConvMixin:
+    """Adds weight and input fake quantization to a conv; `weight_bits` is what cost.size_bits reads."""
+
+    weight_bits: int
+    channel_axis: int | None
+    act: ActivationQuantizer | None
+
+    def _setup(self, weight_bits: int, act_bits: int | None, per_channel: bool, out_axis: int):
+        self.weight_bits = check_bits(weight_bits)
+        self.channel_axis = out_axis if per_channel else None
+        self.act = None if act_bits in (None, FULL_PRECISION) else ActivationQuantizer(act_bits)
+
+    def quantized_inputs(self, x):
+        return (x if self.act is None else self.act(x),
+                quantize_weight(self.weight, self.weight_bits, self.channel_axis))
+
+
+class QuantConv2d(QuantConvMixin, nn.Conv2d):
+    def forward(self, x):
+        x, w = self.quantized_inputs(x)
+        return self._conv_forward(x, w, self.bias)
+
+
+class QuantConvTranspose2d(QuantConvMixin, nn.ConvTranspose2d):
+    def forward(self, x):
+        x, w = self.quantized_inputs(x)
+        return F.conv_transpose2d(x, w, self.bias, self.stride, self.padding, self.output_padding,
+                                  self.groups, self.dilation)
+
+
+def _quantized_copy(conv: nn.Module, weight_bits: int, act_bits: int | None, per_channel: bool) -> nn.Module:
+    transposed = isinstance(conv, nn.ConvTranspose2d)
+    cls = QuantConvTranspose2d if transposed else QuantConv2d
+    kwargs = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+                  bias=conv.bias is not None)
+    if transposed:
+        kwargs["output_padding"] = conv.output_padding
+    q = cls(conv.in_channels, conv.out_channels, conv.kernel_size, **kwargs)
+    q._setup(weight_bits, act_bits, per_channel, out_axis=1 if transposed else 0)
+    q.load_state_dict(conv.state_dict(), strict=False)  # weight and bias; alpha is calibrated later
+    return q
+
+
+def conv_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Every conv of a generator, in forward order (the order their modules were registered)."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))}
+
+
+def add_quantizers(model: nn.Module, bits: dict[str, int], act_bits: dict[str, int] | None = None,
+                   per_channel: bool = True) -> nn.Module:
+    """Replace the convs named in `bits` (in place) by fake-quantized copies.
+
+    `act_bits` defaults to the weight bits of each layer; the first conv's input (the image) is never quantized.
+    """
+    convs = conv_layers(model)
+    unknown = set(bits) - set(convs)
+    if unknown:
+        raise ValueError(f"no such conv layers: {sorted(unknown)}")
+    first = next(iter(convs))
+    for name, b in bits.items():
+        a = (act_bits or bits).get(name, b)
+        if name == first:
+            a = None
+        if b == FULL_PRECISION and a in (None, FULL_PRECISION):
+            continue
+        parent, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, leaf,
+                _quantized_copy(convs[name], b, a, per_channel))
+    return model
+
+
+def layer_bits(model: nn.Module) -> dict[str, int]:
+    """Weight bit width of every conv (32 where not quantized)."""
+    return {n: getattr(m, "weight_bits", FULL_PRECISION) for n, m in conv_layers(model).items()}
+
+
+@contextmanager
+def _observing(quantizers: list[ActivationQuantizer]):
+    for q in quantizers:
+        q.observed = []
+    try:
+        yield
+    finally:
+        for q in quantizers:
+            q.observed = None
+
+
+@torch.no_grad()
+def calibrate_activations(model: nn.Module, batch: torch.Tensor, quantile: float = 0.999) -> None:
+    """Set each activation quantizer's clip range from a real batch (native model input)."""
+    quantizers = [m for m in model.modules() if isinstance(m, ActivationQuantizer)]
+    if not quantizers:
+        return
+    with _observing(quantizers):
+        model(batch)
+        stats = [(torch.cat([o.flatten() for o in q.observed]), q) for q in quantizers]
+    for values, q in stats:
+        sample = values[torch.linspace(0, values.numel() - 1, min(values.numel(), 1_000_000)).long()]
+        q.signed.fill_(bool(values.min() < 0))
+        q.alpha.fill_(max(float(torch.quantile(sample.abs(), quantile)), 1e-6))

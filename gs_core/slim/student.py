@@ -1,0 +1,52 @@
+"""A GS student is a teacher plus gates and quantizers; its `spec` is the data that rebuilds it from nothing.
+
+spec = {"name": registry name, "config": constructor kwargs, "gated": bool,
+        "weight_bits": {conv: bits}, "act_bits": {conv: bits or None}, "per_channel": bool}
+"""
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+
+from gs_core.models import Generator, create_generator
+from gs_core.slim.gates import ChannelGate, add_gates
+from gs_core.slim.quant import FULL_PRECISION, add_quantizers, check_bits, conv_layers
+
+
+def uniform_bits(model: nn.Module, bits: int) -> dict[str, int]:
+    return {name: check_bits(bits) for name in conv_layers(model)}
+
+
+def make_student(teacher: Generator, bits: int | dict[str, int] = FULL_PRECISION, per_channel: bool = True,
+                 gated: bool = True) -> Generator:
+    """A copy of the teacher with a gamma gate on every prunable norm and fake-quantized convs."""
+    student = copy.deepcopy(teacher).train()
+    if gated:
+        add_gates(student)
+    weight_bits = uniform_bits(student, bits) if isinstance(bits, int) else dict(bits)
+    return add_quantizers(student, weight_bits, per_channel=per_channel)
+
+
+def spec_of(model: Generator) -> dict:
+    convs = conv_layers(model)
+    return {
+        "name": model.arch,
+        "config": model.config(),
+        "gated": any(isinstance(m, ChannelGate) for m in model.modules()),
+        "weight_bits": {n: getattr(m, "weight_bits", FULL_PRECISION) for n, m in convs.items()},
+        "act_bits": {n: (m.act.bits if getattr(m, "act", None) is not None else None) for n, m in convs.items()},
+        "per_channel": all(getattr(m, "channel_axis", 0) is not None for m in convs.values()),
+    }
+
+
+def build_from_spec(spec: dict) -> Generator:
+    """An untrained model with exactly the modules (and so the state-dict keys) that `spec` describes."""
+    model = create_generator(spec["name"], **spec["config"])
+    if spec.get("gated"):
+        add_gates(model)
+    bits = spec.get("weight_bits") or {}
+    if any(b != FULL_PRECISION for b in bits.values()) or any(spec.get("act_bits", {}).values()):
+        add_quantizers(model, bits, act_bits={k: v for k, v in spec.get("act_bits", {}).items() if v},
+                       per_channel=spec.get("per_channel", True))
+    return model

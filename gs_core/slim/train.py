@@ -1,0 +1,228 @@
+"""The GS objective in one training loop.
+
+    min_{W, gamma} max_D   beta * distill(G(x), y)  +  gan * LSGAN(D; real = y, fake = G(x))  +  rho * ||gamma||_1
+
+y is the teacher's output for GS students (or the cartoon target when the teacher itself is trained: the same
+loop, with no gammas). Weights W use Adam; gammas use plain SGD followed by the proximal step of the L1 term
+(soft thresholding), which makes pruned channels exact zeros; quantization lives inside the model (fake quant
++ STE), so it is trained through. Switching terms off gives the baselines: gan = 0, rho = 0, bits = 32.
+
+Schedule: the first (1 - finetune_fraction) of the steps prune; then the plan is frozen (pruned gammas stay 0,
+no more L1) and the rest fine-tunes. In budget mode rho is steered so the plan's cost follows a line down to the
+requested fraction of the teacher's cost, and at the freeze the smallest gammas are cut until the budget holds.
+
+Every `checkpoint_every` steps the whole state (model, D, optimizers, RNG, rho, plan, history) is written
+atomically to `run_dir/state.pt`; a rerun with the same arguments resumes from it and ends with the same weights
+as an uninterrupted run, because batches are a pure function of the step number.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from gs_core.checkpoint import atomic_torch_save
+from gs_core.models import PatchDiscriminator
+from gs_core.slim.gates import gamma_parameters, gates_of, soft_threshold_
+from gs_core.slim.plan import Plan, enforce_budget, plan_cost, plan_from_gates
+
+STATE = "state.pt"
+LOG = "log.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    lr: float = 2e-4  # Adam, weights and activation clip ranges
+    lr_gamma: float = 1e-2  # SGD on gammas; the proximal threshold is lr_gamma * rho
+    rho: float = 0.0  # L1 weight on gammas (fixed-rho mode), or the starting rho in budget mode
+    budget: float | None = None  # budget mode: keep this fraction of the teacher's `budget_metric`
+    budget_metric: str = "macs"  # "macs" or "size_bits"
+    finetune_fraction: float = 0.25
+    distill: str = "l1"  # "l1" or "mse"
+    distill_weight: float = 10.0  # beta
+    gan_weight: float = 1.0  # 0 switches the discriminator off
+    ndf: int = 16
+    d_layers: int = 3
+    seed: int = 0
+    checkpoint_every: int = 50
+    log_every: int = 10
+
+    def __post_init__(self):
+        if self.distill not in ("l1", "mse"):
+            raise ValueError(f"distill must be 'l1' or 'mse', got {self.distill!r}")
+        if self.budget_metric not in ("macs", "size_bits"):
+            raise ValueError(f"budget_metric must be 'macs' or 'size_bits', got {self.budget_metric!r}")
+        if self.budget is not None and not 0 < self.budget <= 1:
+            raise ValueError(f"budget is a fraction of the teacher's cost in (0, 1], got {self.budget}")
+        if self.steps < 1 or not 0 <= self.finetune_fraction < 1:
+            raise ValueError("steps must be >= 1 and finetune_fraction in [0, 1)")
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or inf; the last good checkpoint is left untouched."""
+
+
+Batches = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _cosine(step: int, steps: int) -> float:
+    return 0.5 * (1 + math.cos(math.pi * step / steps))
+
+
+def _check_finite(loss: torch.Tensor, which: str, step: int, state_path: Path) -> None:
+    if not torch.isfinite(loss):
+        kept = f"the last good checkpoint {state_path} is kept" if state_path.exists() else "no checkpoint yet"
+        raise TrainingDiverged(f"{which} loss became {loss.item()} at step {step + 1}; training stopped and "
+                               f"{kept}. Lower the learning rate or check the data.")
+
+
+def _apply_plan_(model: nn.Module, plan: Plan) -> None:
+    """Hold the frozen plan: zero the gammas of removed channels (every gate of the group) and the conv weights
+    that write or read them. Those weights no longer change the output, but zeroing them makes the fake-quant
+    scales (max |w|) those of the slim model, so extraction is exact with quantization too."""
+    gates = gates_of(model)
+    with torch.no_grad():
+        for group in model.channel_groups():
+            dead = (~torch.tensor(plan[group.name])).nonzero().flatten()
+            for name in group.gates:
+                if name in gates:
+                    gates[name].gamma[dead] = 0
+            for conv, axis in (*group.producers, *group.consumers):
+                model.get_submodule(conv).weight.index_fill_(axis, dead, 0)
+            for conv, _ in group.producers:
+                bias = model.get_submodule(conv).bias
+                if bias is not None:
+                    bias[dead] = 0
+
+
+def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Path, *,
+        cost_model: tuple | None = None, progress: bool = True, desc: str = "train") -> list[dict]:
+    """Train `model` in place with the GS objective; returns the history (one dict per logged step).
+
+    cost_model = (layer costs, reference cost, bits) lets budget mode and the progress bar price the plan.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    disc = PatchDiscriminator(cfg.ndf, cfg.d_layers) if cfg.gan_weight > 0 else None
+    gammas = gamma_parameters(model)
+    gamma_ids = {id(g) for g in gammas}
+    weights = [p for p in model.parameters() if id(p) not in gamma_ids]
+    opt_w = torch.optim.Adam(weights, lr=cfg.lr, betas=(0.5, 0.999))
+    opt_g = torch.optim.SGD(gammas, lr=cfg.lr_gamma) if gammas else None
+    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.999)) if disc else None
+    distill = F.l1_loss if cfg.distill == "l1" else F.mse_loss
+    prune_end = int(cfg.steps * (1 - cfg.finetune_fraction)) if gammas else 0
+    pruning = bool(gammas) and (cfg.rho > 0 or cfg.budget is not None)
+
+    start, rho, frozen, history = 0, cfg.rho or (1e-3 if cfg.budget else 0.0), None, []
+    state_path = run_dir / STATE
+    if state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        opt_w.load_state_dict(state["opt_w"])
+        if opt_g:
+            opt_g.load_state_dict(state["opt_g"])
+        if disc:
+            disc.load_state_dict(state["disc"])
+            opt_d.load_state_dict(state["opt_d"])
+        torch.set_rng_state(state["rng"])
+        start, rho, frozen, history = state["step"], state["rho"], state["plan"], state["history"]
+    (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+
+    def save(step: int):
+        atomic_torch_save({"model": model.state_dict(), "opt_w": opt_w.state_dict(),
+                           "opt_g": opt_g.state_dict() if opt_g else None,
+                           "disc": disc.state_dict() if disc else None,
+                           "opt_d": opt_d.state_dict() if opt_d else None, "rng": torch.get_rng_state(),
+                           "step": step, "rho": rho, "plan": frozen, "history": history}, state_path)
+
+    def cost_fraction() -> float:
+        costs, reference, bits = cost_model
+        cost = plan_cost(model, plan_from_gates(model), costs, bits)
+        return getattr(cost, cfg.budget_metric) / getattr(reference, cfg.budget_metric)
+
+    model.train()
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=desc, disable=not progress,
+               dynamic_ncols=True)
+    t0 = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)  # seconds add up over resumes
+    with open(run_dir / LOG, "a") as log:
+        for step in bar:
+            scale = _cosine(step, cfg.steps)
+            for group in opt_w.param_groups:
+                group["lr"] = cfg.lr * scale
+            if opt_g:
+                opt_g.param_groups[0]["lr"] = cfg.lr_gamma * scale
+            x, y = batches(step)
+            fake = model(x)
+
+            # Discriminator: teacher outputs (or targets) are real, student outputs fake (LSGAN).
+            loss_d = torch.zeros(())
+            if disc:
+                for group in opt_d.param_groups:
+                    group["lr"] = cfg.lr * scale
+                pred_real, pred_fake = disc(y), disc(fake.detach())
+                loss_d = 0.5 * (F.mse_loss(pred_real, torch.ones_like(pred_real))
+                                + F.mse_loss(pred_fake, torch.zeros_like(pred_fake)))
+                _check_finite(loss_d, "discriminator", step, state_path)
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_d.step()
+
+            loss_distill = distill(fake, y)
+            loss_gan = torch.zeros(())
+            if disc:
+                pred = disc(fake)
+                loss_gan = 0.5 * F.mse_loss(pred, torch.ones_like(pred))
+            loss = cfg.distill_weight * loss_distill + cfg.gan_weight * loss_gan
+            _check_finite(loss, "generator", step, state_path)
+            opt_w.zero_grad(set_to_none=True)
+            if opt_g:
+                opt_g.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_w.step()
+            if opt_g:
+                opt_g.step()
+
+            # The L1 term, as its proximal operator; then, after the freeze, keep pruned channels at zero.
+            if pruning and step < prune_end:
+                soft_threshold_(gammas, opt_g.param_groups[0]["lr"] * rho)
+                if cfg.budget is not None:
+                    # Steer rho so the plan's cost follows a straight line from 1 to the budget.
+                    wanted = 1 - (1 - cfg.budget) * (step + 1) / prune_end
+                    rho *= 1.05 if cost_fraction() > wanted else 1 / 1.05
+            if pruning and step + 1 == prune_end:
+                frozen = plan_from_gates(model)
+                if cfg.budget is not None:
+                    costs, reference, bits = cost_model
+                    target = cfg.budget * getattr(reference, cfg.budget_metric)
+                    frozen = enforce_budget(model, frozen, costs, target, cfg.budget_metric, bits)
+            if frozen is not None:
+                _apply_plan_(model, frozen)
+
+            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+                plan = plan_from_gates(model)
+                alive = sum(sum(m) for m in plan.values()) / max(1, sum(len(m) for m in plan.values()))
+                record = {"step": step + 1, "loss": loss.item(), "distill": loss_distill.item(),
+                          "gan": loss_gan.item(), "d": loss_d.item(), "rho": rho, "alive": alive,
+                          "seconds": time.perf_counter() - t0}
+                if cost_model and gammas:
+                    record["cost_fraction"] = cost_fraction()
+                history.append(record)
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                bar.set_postfix(distill=f"{record['distill']:.4f}", gan=f"{record['gan']:.3f}",
+                                alive=f"{alive:.1%}")
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+                save(step + 1)
+    model.eval()
+    return history

@@ -1,0 +1,226 @@
+"""What every page reads: the grid's manifest and cards, the loaded models and the stylized results.
+
+One `ModelGrid` is built at start-up and shared by all sessions. Its model cache is filled once in the
+constructor and only read afterwards, so concurrent requests need no lock for it. Stylized results are
+cached by (photo hash, model id): they depend on nothing else, so sharing them between users is safe, and
+it is what makes moving the sparsity slider cheap. Per-user things (the chosen photo, the uploads) live in
+`gr.State` on the pages, never here. This module does not import gradio.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from gs_core.checkpoint import load_model, read_card
+from gs_core.data.images import load_rgb, to_tensor, to_uint8
+from gs_core.eval.quality import psnr, ssim
+from gs_core.slim.quant import conv_layers
+
+log = logging.getLogger(__name__)
+
+#: Uploads larger than this on their longer side are downscaled (with a notice): the generators are
+#: fully convolutional, so cost grows with pixels, and 1024 px keeps one stylization near a second.
+MAX_SIDE = 1024
+#: Stylized results kept in memory; a 1024 px result is 3 MB, so this bounds the cache near 400 MB
+#: and comfortably holds a whole grid for the few photos a session looks at.
+RESULT_CACHE_SIZE = 128
+#: Metrics as named in the manifest, with whether lower is better (decides Pareto fronts).
+QUALITY_METRICS = {"lpips": True, "fid": True, "psnr": False, "ssim": False}
+COST_METRICS = ("macs", "size_bits", "latency_ms")
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A decoded photo; `key` identifies its pixels, so equal photos share cached results."""
+
+    name: str
+    rgb: np.ndarray
+    key: str
+
+
+def load_photo(source, name: str) -> tuple[Photo, list[str]]:
+    """Decode an upload or a file; raises gs_core.data.images.ImageLoadError with a message for people."""
+    rgb, notices = load_rgb(source, max_side=MAX_SIDE)
+    digest = hashlib.sha1(np.ascontiguousarray(rgb).tobytes())
+    digest.update(repr(rgb.shape).encode())  # same bytes, other shape: another photo
+    return Photo(name, rgb, digest.hexdigest()[:20]), notices
+
+
+@dataclass(frozen=True)
+class Stylized:
+    """One model's output on one photo, with its PSNR/SSIM against the teacher's (None for the teacher)."""
+
+    image: np.ndarray
+    psnr: float | None
+    ssim: float | None
+
+
+def bits_label(bits) -> str:
+    """The manifest stores 8 (int) or "mixed"; pages and the API use one string form."""
+    return str(int(bits)) if isinstance(bits, (int, float)) and not isinstance(bits, bool) else str(bits)
+
+
+class ModelGrid:
+    """The checkpoint grid: `table` (the manifest, indexed by id), `cards`, models and result cache."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        manifest = self.root / "manifest.json"
+        if not manifest.is_file():
+            raise FileNotFoundError(f"no manifest.json in {self.root}: build the checkpoint grid first, "
+                                    "or point --checkpoints / GS_CHECKPOINTS at a folder that has one")
+        table = pd.DataFrame(json.loads(manifest.read_text()))
+        if table.empty:
+            raise ValueError(f"{manifest} lists no models")
+        table["bits_label"] = table["bits"].map(bits_label)
+        self.table = table.set_index("id", drop=False)
+        teachers = self.table.index[self.table["method"] == "teacher"]
+        if len(teachers) != 1:
+            raise ValueError(f"{manifest} must list exactly one teacher, found {len(teachers)}")
+        self.teacher_id = teachers[0]
+        self.cards = {mid: read_card(self.root / path) for mid, path in self.table["path"].items()}
+        # Keyed by resolved folder so two ids pointing at one folder share a model.
+        by_path: dict[Path, torch.nn.Module] = {}
+        for path in {(self.root / p).resolve() for p in self.table["path"]}:
+            by_path[path] = load_model(path)[0].eval()
+        self.models = {mid: by_path[(self.root / p).resolve()] for mid, p in self.table["path"].items()}
+
+        self._lock = threading.Lock()
+        self._results: OrderedDict[tuple[str, str], Stylized] = OrderedDict()
+        self._pending: dict[tuple[str, str], Future] = {}
+        # One background worker: prefetching must not take both cores from the request being served.
+        self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gs-prefetch")
+
+    # ------------------------------------------------------------------------------- the GS grid
+    @property
+    def gs(self) -> pd.DataFrame:
+        return self.table[self.table["method"] == "gs"]
+
+    def sparsity_levels(self) -> list[float]:
+        return sorted(float(v) for v in self.gs["sparsity_target"].unique())
+
+    def bits_choices(self) -> list[str]:
+        """Distinct bit widths of the GS students, widest first, "mixed" (or any other label) last."""
+        labels = set(self.gs["bits_label"])
+        numeric = sorted((b for b in labels if b.isdigit()), key=int, reverse=True)
+        return numeric + sorted(labels - set(numeric))
+
+    def pick_gs(self, sparsity: float, bits: str) -> str | None:
+        """The GS student nearest `sparsity` among those with `bits` (any bits if none has them)."""
+        gs = self.gs
+        same_bits = gs[gs["bits_label"] == bits_label(bits)]
+        pool = same_bits if not same_bits.empty else gs
+        if pool.empty:
+            return None
+        distance = (pool["sparsity_target"].astype(float) - float(sparsity)).abs()
+        return str(distance.idxmin())
+
+    def label(self, model_id: str) -> str:
+        row = self.table.loc[model_id]
+        if row["method"] == "teacher":
+            return f"{model_id} (teacher)"
+        return f"{model_id} ({row['method']}, {float(row['sparsity_target']):.0%} sparsity, {row['bits_label']}-bit)"
+
+    # ------------------------------------------------------------------------------- model facts
+    def layer_channels(self, model_id: str) -> dict[str, tuple[int, int]]:
+        """{conv: (kept, total) output channels}; a card without a plan (the teacher) keeps everything."""
+        layers = (self.cards[model_id].get("plan") or {}).get("layers")
+        if layers:
+            return {name: (int(v["out"][0]), int(v["out"][1])) for name, v in layers.items()}
+        return {name: (conv.out_channels, conv.out_channels)
+                for name, conv in conv_layers(self.models[model_id]).items()}
+
+    def layer_bits(self, model_id: str) -> dict[str, int]:
+        """{conv: weight bits}; layers the card does not mention are full precision."""
+        card = self.cards[model_id]
+        bits = dict((card.get("architecture") or {}).get("weight_bits") or {})
+        return {name: int(bits.get(name, 32)) for name in conv_layers(self.models[model_id])}
+
+    def missing_reason(self, metric: str) -> str | None:
+        """Why `metric` is null in the manifest, from the first card that says so."""
+        for card in self.cards.values():
+            reason = ((card.get("metrics") or {}).get("missing") or {}).get(metric)
+            if reason:
+                return str(reason)
+        return None
+
+    def metric_available(self, metric: str) -> bool:
+        return metric in self.table and self.table[metric].notna().any()
+
+    # ------------------------------------------------------------------------------- stylizing
+    def stylize(self, photo: Photo, model_id: str) -> Stylized:
+        """`model_id`'s output on `photo`, computed at most once per (photo, model) while it stays cached."""
+        if model_id not in self.models:
+            raise KeyError(f"unknown model id {model_id!r}")
+        key = (photo.key, model_id)
+        with self._lock:
+            if key in self._results:
+                self._results.move_to_end(key)
+                return self._results[key]
+            pending = self._pending.get(key)
+            owner = pending is None
+            if owner:
+                pending = self._pending[key] = Future()
+        if not owner:  # someone (often the prefetcher) is computing it right now: wait for theirs
+            return pending.result()
+        try:
+            result = self._compute(photo, model_id)
+        except BaseException as err:
+            with self._lock:
+                del self._pending[key]
+            pending.set_exception(err)
+            raise
+        with self._lock:
+            del self._pending[key]
+            self._results[key] = result
+            while len(self._results) > RESULT_CACHE_SIZE:
+                self._results.popitem(last=False)
+        pending.set_result(result)
+        return result
+
+    def _compute(self, photo: Photo, model_id: str) -> Stylized:
+        with torch.inference_mode():
+            image = to_uint8(self.models[model_id].stylize(to_tensor(photo.rgb)[None]))
+        if model_id == self.teacher_id:
+            return Stylized(image, None, None)
+        teacher = self.stylize(photo, self.teacher_id).image
+        a, b = teacher.astype(np.float32) / 255, image.astype(np.float32) / 255
+        return Stylized(image, psnr(a, b), ssim(a, b))
+
+    def prefetch(self, photo: Photo, model_ids: list[str]) -> None:
+        """Stylize `photo` with `model_ids` in the background, in order, so later picks are cache hits."""
+        self._prefetcher.submit(self._prefetch, photo, list(model_ids))
+
+    def _prefetch(self, photo: Photo, model_ids: list[str]) -> None:
+        for model_id in model_ids:
+            try:
+                self.stylize(photo, model_id)
+            except Exception:  # a failing model shows its error when asked for; nobody waits on this thread
+                log.exception("prefetching %s failed", model_id)
+
+    def gs_by_distance(self, model_id: str) -> list[str]:
+        """GS students ordered by how many slider/bits steps they are from `model_id` (the next likely picks)."""
+        levels, bits = self.sparsity_levels(), self.bits_choices()
+        if model_id in self.gs.index:
+            row = self.gs.loc[model_id]
+            here = (levels.index(float(row["sparsity_target"])), bits.index(row["bits_label"]))
+        else:
+            here = (0, 0)
+
+        def steps(mid: str) -> float:
+            row = self.gs.loc[mid]
+            there = (levels.index(float(row["sparsity_target"])), bits.index(row["bits_label"]))
+            return math.hypot(there[0] - here[0], there[1] - here[1])
+
+        return sorted(self.gs.index, key=steps)
