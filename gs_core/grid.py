@@ -21,9 +21,13 @@ from gs_core.checkpoint import load_model, read_card, save_model, write_card
 from gs_core.data.photoset import load_split
 from gs_core.data.teacher_cache import distillation_pairs, task_targets
 from gs_core.eval.evaluate import evaluate_models
+from gs_core.slim.bit_allocation import allocate_bits, layer_sensitivity
 from gs_core.slim.methods import SlimConfig, run_method
+from gs_core.slim.packing import save_packed
+from gs_core.slim.quant import conv_layers
 from gs_core.slim.train import TrainConfig
 
+PACKED = "packed.safetensors"  # sub-32-bit weights bit-packed: the file whose size `size_bits` describes
 QUALITY = ("psnr", "ssim", "lpips", "fid")
 MANIFEST_FIELDS = ("id", "method", "bits", "sparsity_target", "channels_removed", "macs_removed", "params", "macs",
                    "size_bits", "compression_size", "compression_macs", "latency_ms", "psnr", "ssim", "lpips",
@@ -56,11 +60,14 @@ class GridConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=300, lr=2e-4, lr_gamma=0.05, distill_weight=10.0, gan_weight=1.0, ndf=16, checkpoint_every=50,
         log_every=10))
+    mixed: tuple[float, ...] = (0.75, 0.9)  # sparsities that also get a mixed-precision GS student
+    mixed_average_bits: float = 4.0  # its size budget: the same bits per weight as uniform 4-bit
     eval_size: int = 256
     metrics: tuple[str, ...] = ("params", "macs", "size_bits", "latency_ms", "psnr", "ssim", "lpips", "fid")
 
     def points(self) -> list[Point]:
-        return [Point("gs", s, b) for s in self.sparsities for b in self.bits] + list(self.baselines)
+        return ([Point("gs", s, b) for s in self.sparsities for b in self.bits]
+                + [Point("gs", s, "mixed") for s in self.mixed] + list(self.baselines))
 
 
 PRESETS = {
@@ -69,10 +76,19 @@ PRESETS = {
     "quick": GridConfig(sparsities=(0.5, 0.9), bits=(32, 8),
                         baselines=(Point("distill", 0.5, 32), Point("prune", 0.5, 32), Point("quant", 0.0, 8),
                                    Point("stacked", 0.5, 8)),
-                        size=32, batch_size=2, eval_size=32,
+                        mixed=(0.5,), size=32, batch_size=2, eval_size=32,
                         train=TrainConfig(steps=6, ndf=4, d_layers=1, checkpoint_every=3, log_every=2),
                         metrics=("params", "macs", "size_bits", "latency_ms", "psnr", "ssim")),
 }
+
+
+def mixed_allocation(teacher, inputs: torch.Tensor, average_bits: float) -> dict:
+    """Per-layer bits for a GS student from the teacher's layer sensitivities (on a few training crops)."""
+    sample = inputs[:8]
+    sensitivity = layer_sensitivity(teacher, sample)
+    weights = {name: conv.weight.numel() for name, conv in conv_layers(teacher).items()}
+    return {"bit_allocation": allocate_bits(sensitivity, weights, average_bits), "average_bits_budget": average_bits,
+            "sensitivity": sensitivity}
 
 
 def grid_preset(name: str) -> GridConfig:
@@ -122,11 +138,11 @@ def manifest_record(point_id: str, folder: Path, card: dict, teacher_macs: int, 
     return record
 
 
-def write_manifest(root: Path, teacher_id: str = "teacher") -> pd.DataFrame:
-    """Rebuild `root/manifest.json` from the teacher's and every grid point's card."""
-    teacher_card = read_card(root / "teacher")
+def write_manifest(root: Path, teacher_path: Path) -> pd.DataFrame:
+    """Rebuild `root/manifest.json` from the teacher's (which must live under root) and every grid point's card."""
+    teacher_card = read_card(teacher_path)
     teacher_macs = teacher_card["metrics"]["macs"]
-    records = [manifest_record(teacher_id, root / "teacher", teacher_card, teacher_macs, root)]
+    records = [manifest_record("teacher", teacher_path, teacher_card, teacher_macs, root)]
     for folder in sorted((root / "grid").glob("*/")):
         if _finished(folder):
             records.append(manifest_record(folder.name, folder, read_card(folder), teacher_macs, root))
@@ -148,7 +164,10 @@ def _measure_teacher(teacher_path: Path, cfg: GridConfig, photos: Path) -> None:
 
 def run_grid(cfg: GridConfig, teacher_path: str | Path, out: str | Path, run_dir: str | Path,
              only: list[str] | None = None, photos_root: Path | None = None, progress: bool = True) -> pd.DataFrame:
-    teacher_path, out, run_dir = Path(teacher_path), Path(out), Path(run_dir)
+    teacher_path, out, run_dir = Path(teacher_path).resolve(), Path(out).resolve(), Path(run_dir)
+    if not teacher_path.is_relative_to(out):
+        raise ValueError(f"the teacher ({teacher_path}) must be inside the grid's folder ({out}) so the manifest "
+                         f"can point at it; copy it to {out / 'teacher'}")
     teacher, _ = load_model(teacher_path)
     train_photos = load_split("train", photos_root)
     test_dir = Path(load_split("test", photos_root)[0]).parent
@@ -167,17 +186,22 @@ def run_grid(cfg: GridConfig, teacher_path: str | Path, out: str | Path, run_dir
         try:
             if point.method == "prune" and targets is None:
                 targets = task_targets(teacher, inputs)
-            slim_cfg = SlimConfig(method=point.method, bits=point.bits, sparsity=point.sparsity,
+            bits, allocation = point.bits, {}
+            if bits == "mixed":
+                allocation = mixed_allocation(teacher, inputs, cfg.mixed_average_bits)
+                bits = allocation["bit_allocation"]
+            slim_cfg = SlimConfig(method=point.method, bits=bits, sparsity=point.sparsity,
                                   batch_size=cfg.batch_size, train=replace(cfg.train))
             slim, card = run_method(teacher, inputs, outputs, slim_cfg, run_dir / point.id, targets, progress)
-            folder = save_model(slim, out / "grid" / point.id, {"name": point.id, **card})
+            folder = save_model(slim, out / "grid" / point.id, {"name": point.id, **card, **allocation})
             card = read_card(folder)
+            card["packed_bytes"] = save_packed(slim, folder / PACKED) // 8
             card["metrics"] = _measure(folder, teacher_path, cfg, test_dir)
             write_card(folder, card)
         except Exception as err:  # one broken point must not stop the grid; it is reported and retried next run
             failures[point.id] = f"{type(err).__name__}: {err}"
             print(f"[grid] {point.id} FAILED: {failures[point.id]}\n{traceback.format_exc()}", flush=True)
-        write_manifest(out)
+        write_manifest(out, teacher_path)
     (out / "grid").mkdir(parents=True, exist_ok=True)
     (out / "grid" / "failures.json").write_text(json.dumps(failures, indent=1) + "\n")
-    return write_manifest(out)
+    return write_manifest(out, teacher_path)

@@ -1,0 +1,207 @@
+"""Compare (home page): a photo, the teacher's and the selected student's stylization, their difference.
+
+The sparsity slider and the bit-width radio pick a GS student by setting the shared student dropdown;
+the dropdown's change event then redraws the student side, so a student chosen on another page (the
+Pareto plot, the grid) shows up here too. The handlers are plain functions of (grid, values) so the
+latency benchmark can call them directly.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial, reduce
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from gs_core.data.images import ImageLoadError
+from gs_core.data.photoset import load_split
+from pages import UI_EVENT, Shared
+from pages.store import ModelGrid, Photo, Stylized, load_photo
+
+#: |teacher - student| is mostly a few grey levels; this gain makes it visible.
+DIFF_GAIN = 4
+THUMBNAIL_SIDE = 160
+METHOD_NAMES = {"teacher": "Teacher", "gs": "GAN Slimming", "distill": "Distillation only",
+                "prune": "Pruning only", "quant": "Quantization only", "stacked": "Prune, then quantize"}
+
+
+# ----------------------------------------------------------------------------------------- photos
+def load_examples() -> list[Photo]:
+    """The bundled test photos; none (not an error) when the photo set is absent."""
+    try:
+        paths = load_split("test")
+    except (FileNotFoundError, ValueError):
+        return []
+    return [load_photo(path, path.stem)[0] for path in paths]
+
+
+def thumbnail(photo: Photo) -> np.ndarray:
+    image = Image.fromarray(photo.rgb)
+    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+    return np.asarray(image)
+
+
+def gallery_items(examples: list[Photo], uploads: list[Photo]) -> list[tuple[np.ndarray, str]]:
+    return [(thumbnail(p), p.name) for p in examples] + [(thumbnail(p), f"uploaded: {p.name}") for p in uploads]
+
+
+def read_uploads(paths: list[str]) -> tuple[list[Photo], list[str], list[str]]:
+    """(photos, notices, errors) for uploaded files; one bad file never stops the others."""
+    photos, notices, errors = [], [], []
+    for path in paths or []:
+        name = Path(path).name
+        try:
+            photo, photo_notices = load_photo(path, name)
+        except ImageLoadError as err:
+            errors.append(f"{name}: {err}")
+            continue
+        photos.append(photo)
+        notices += [f"{name}: {n}" for n in photo_notices]
+    return photos, notices, errors
+
+
+# ----------------------------------------------------------------------------------------- views
+def slider_step(levels: list[float]) -> float:
+    """The largest step that lands on every level (in hundredths), so a grid with even levels snaps exactly."""
+    hundredths = [round(v * 100) for v in levels]
+    step = reduce(math.gcd, (h - hundredths[0] for h in hundredths[1:]), 0)
+    return step / 100 if step else 0.01
+
+
+def difference(teacher: np.ndarray, student: np.ndarray) -> np.ndarray:
+    diff = np.abs(teacher.astype(np.int16) - student.astype(np.int16)) * DIFF_GAIN
+    return np.clip(diff, 0, 255).astype(np.uint8)
+
+
+def _count(value: float, unit: str = "") -> str:
+    for scale, prefix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{prefix}{unit}"
+    return f"{value:.3g} {unit}".rstrip()
+
+
+def _size(bits: float) -> str:
+    return _count(bits / 8, "B")
+
+
+def _number(value, fmt: str) -> str:
+    return "n/a" if value is None or pd.isna(value) else format(float(value), fmt)
+
+
+def card_markdown(grid: ModelGrid, model_id: str, result: Stylized | None = None) -> str:
+    """The student's card: its costs next to the teacher's, and its quality (this photo and the test set)."""
+    row, teacher = grid.table.loc[model_id], grid.table.loc[grid.teacher_id]
+    method = row["method"]
+    head = METHOD_NAMES.get(method, method)
+    if method != "teacher":
+        head += f" · {float(row['sparsity_target']):.0%} sparsity target · {row['bits_label']}-bit"
+    lines = [f"### {model_id}", head, "", "| | this model | teacher |", "|---|---|---|",
+             f"| parameters | {_count(row['params'])} | {_count(teacher['params'])} |",
+             f"| MACs (256×256) | {_count(row['macs'])} | {_count(teacher['macs'])} |",
+             f"| size | {_size(row['size_bits'])} | {_size(teacher['size_bits'])} |",
+             f"| compression (size, MACs) | {_number(row['compression_size'], '.1f')}×, "
+             f"{_number(row['compression_macs'], '.1f')}× | 1× |",
+             f"| latency (measured, 256×256) | {_number(row['latency_ms'], '.1f')} ms "
+             f"| {_number(teacher['latency_ms'], '.1f')} ms |"]
+    if result is not None and result.psnr is not None:
+        lines += [f"| PSNR vs teacher, this photo | {_number(result.psnr, '.2f')} dB | |",
+                  f"| SSIM vs teacher, this photo | {_number(result.ssim, '.3f')} | |"]
+    lines += [f"| {name} (test set) | {_number(row.get(metric), fmt)} | |"
+              for name, metric, fmt in (("PSNR", "psnr", ".2f"), ("SSIM", "ssim", ".3f"),
+                                        ("LPIPS", "lpips", ".3f"), ("FID", "fid", ".1f"))]
+    return "\n".join(lines)
+
+
+def student_view(grid: ModelGrid, photo: Photo | None, student_id: str):
+    """(student image, difference image, card) for the session's photo."""
+    if photo is None:
+        return None, None, card_markdown(grid, student_id)
+    teacher, result = grid.stylize(photo, grid.teacher_id), grid.stylize(photo, student_id)
+    return result.image, difference(teacher.image, result.image), card_markdown(grid, student_id, result)
+
+
+def photo_view(grid: ModelGrid, photo: Photo | None, student_id: str):
+    """Everything on the page for a newly chosen photo; starts stylizing the neighbours in the background."""
+    if photo is None:
+        return (None, *student_view(grid, None, student_id))
+    teacher = grid.stylize(photo, grid.teacher_id).image
+    view = student_view(grid, photo, student_id)
+    # The students one slider or radio step away first: they are what the user asks for next.
+    others = [m for m in grid.table.index if m not in grid.gs.index]
+    grid.prefetch(photo, grid.gs_by_distance(student_id) + others)
+    return (teacher, *view)
+
+
+def pick_student(grid: ModelGrid, sparsity: float, bits: str, current: str) -> str:
+    return grid.pick_gs(sparsity, bits) or current
+
+
+def controls_for(grid: ModelGrid, student_id: str, sparsity: float, bits: str):
+    """Move the slider and radio to a GS student chosen elsewhere; leave them be if they already point at it."""
+    if student_id not in grid.gs.index or grid.pick_gs(sparsity, bits) == student_id:
+        return gr.skip(), gr.skip()
+    row = grid.gs.loc[student_id]
+    return float(row["sparsity_target"]), row["bits_label"]
+
+
+# ----------------------------------------------------------------------------------------- page
+def add_compare_page(shared: Shared, examples: list[Photo]) -> None:
+    grid = shared.grid
+    levels, bits_choices = grid.sparsity_levels() or [0.0], grid.bits_choices() or ["32"]
+    start = grid.gs.loc[shared.student.value] if shared.student.value in grid.gs.index else None
+    uploads = gr.State([])  # this session's uploaded Photos
+    with gr.Row():
+        with gr.Column(scale=1, min_width=260):
+            gallery = gr.Gallery(gallery_items(examples, []), label="Photos (click one to use it)", columns=3,
+                                 height=300, allow_preview=False, elem_id="photo-gallery")
+            upload = gr.File(label="Upload photos", file_count="multiple", type="filepath", elem_id="upload")
+            notice = gr.Markdown(elem_id="photo-notice")
+        with gr.Column(scale=3):
+            with gr.Row():
+                slider = gr.Slider(levels[0], max(levels[-1], levels[0] + 0.01), step=slider_step(levels),
+                                   value=float(start["sparsity_target"]) if start is not None else levels[0],
+                                   interactive=len(levels) > 1, elem_id="sparsity",
+                                   label="Sparsity (fraction of channels removed)",
+                                   info="Snaps to the trained levels: " + ", ".join(f"{v:g}" for v in levels))
+                bits = gr.Radio(bits_choices, value=start["bits_label"] if start is not None else bits_choices[0],
+                                label="Weight bits", elem_id="bits")
+            with gr.Row():
+                teacher_image = gr.Image(label="Teacher", format="png", interactive=False, elem_id="teacher-image")
+                student_image = gr.Image(label="Student", format="png", interactive=False, elem_id="student-image")
+                diff_image = gr.Image(label=f"|teacher − student| × {DIFF_GAIN}", format="png", interactive=False,
+                                      elem_id="diff-image")
+            card = gr.Markdown(elem_id="student-card")
+
+    student_outputs = [student_image, diff_image, card]
+    photo_outputs = [teacher_image, *student_outputs]
+
+    def choose(uploaded: list[Photo], evt: gr.SelectData) -> Photo:
+        return (examples + uploaded)[evt.index]
+
+    def add_uploads(paths: list[str], uploaded: list[Photo], current: Photo | None):
+        photos, notices, errors = read_uploads(paths)
+        for message in notices:
+            gr.Info(message)
+        for message in errors:
+            gr.Warning(message)
+        uploaded = uploaded + photos
+        lines = [f"⚠️ Could not use {m}" for m in errors] + [f"ℹ️ {m}" for m in notices]
+        return (uploaded, photos[0] if photos else current, gallery_items(examples, uploaded), "\n\n".join(lines),
+                None)
+
+    show_photo, show_student = partial(photo_view, grid), partial(student_view, grid)
+    gallery.select(choose, [uploads], [shared.photo], **UI_EVENT).then(
+        show_photo, [shared.photo, shared.student], photo_outputs, **UI_EVENT)
+    upload.upload(add_uploads, [upload, uploads, shared.photo], [uploads, shared.photo, gallery, notice, upload],
+                  **UI_EVENT).then(show_photo, [shared.photo, shared.student], photo_outputs, **UI_EVENT)
+    shared.demo.load(show_photo, [shared.photo, shared.student], photo_outputs, **UI_EVENT)
+    # .input, not .change: only a user's move picks a student; the sync below moves them programmatically.
+    gr.on([slider.input, bits.input], lambda s, b, cur: pick_student(grid, s, b, cur),
+          [slider, bits, shared.student], shared.student, trigger_mode="always_last", **UI_EVENT)
+    shared.student.change(show_student, [shared.photo, shared.student], student_outputs,
+                          trigger_mode="always_last", **UI_EVENT)
+    shared.student.change(lambda sid, s, b: controls_for(grid, sid, s, b), [shared.student, slider, bits],
+                          [slider, bits], **UI_EVENT)

@@ -1,0 +1,74 @@
+"""Grid: the session's photo stylized by every GS student (rows: sparsity, columns: bits) and by the baselines.
+
+Drawn when the tab is opened, since it runs every model; the results come from the shared cache, which
+the Compare page has usually filled in the background by then. Clicking a picture selects that student.
+"""
+from __future__ import annotations
+
+import gradio as gr
+import numpy as np
+
+from pages import UI_EVENT, Shared
+from pages.store import ModelGrid, Photo
+
+#: Shown where the grid has no student for a (sparsity, bits) pair.
+EMPTY_CELL = np.full((64, 64, 3), 235, dtype=np.uint8)
+
+
+def grid_cells(grid: ModelGrid) -> list[str | None]:
+    """GS student ids in reading order (sparsity rows, bits columns), None for pairs not in the grid."""
+    gs = grid.gs
+    by_pair = {(float(s), b): mid for mid, s, b in zip(gs.index, gs["sparsity_target"], gs["bits_label"])}
+    return [by_pair.get((level, bits)) for level in grid.sparsity_levels() for bits in grid.bits_choices()]
+
+
+def baseline_ids(grid: ModelGrid) -> list[str]:
+    """The teacher, then every non-GS model by method and sparsity."""
+    others = grid.table[grid.table["method"] != "gs"].copy()
+    others["is_teacher"] = others["method"] != "teacher"  # False sorts first
+    return list(others.sort_values(["is_teacher", "method", "sparsity_target", "bits_label"]).index)
+
+
+def _caption(grid: ModelGrid, model_id: str) -> str:
+    row = grid.table.loc[model_id]
+    if row["method"] == "teacher":
+        return "teacher"
+    return f"{row['method']} · {float(row['sparsity_target']):.0%} · {row['bits_label']}-bit"
+
+
+def grid_view(grid: ModelGrid, photo: Photo | None):
+    """(GS gallery items, baseline gallery items) for `photo`."""
+    if photo is None:
+        return [], []
+    levels, bits = grid.sparsity_levels(), grid.bits_choices()
+    cells = []
+    for index, model_id in enumerate(grid_cells(grid)):
+        if model_id is None:
+            level, width = levels[index // len(bits)], bits[index % len(bits)]
+            cells.append((EMPTY_CELL, f"{level:.0%} · {width}-bit: not in the grid"))
+        else:
+            cells.append((grid.stylize(photo, model_id).image, _caption(grid, model_id)))
+    baselines = [(grid.stylize(photo, m).image, _caption(grid, m)) for m in baseline_ids(grid)]
+    return cells, baselines
+
+
+def add_grid_page(shared: Shared, tab: gr.Tab) -> None:
+    grid = shared.grid
+    gr.Markdown("Every GS student on your photo: one row per sparsity level "
+                f"({', '.join(f'{v:.0%}' for v in grid.sparsity_levels())}), one column per weight "
+                f"bit width ({', '.join(grid.bits_choices())}). Click a picture to select that student.")
+    gs_gallery = gr.Gallery(label="GAN Slimming students", columns=max(1, len(grid.bits_choices())),
+                            allow_preview=False, object_fit="contain", height="auto", elem_id="grid-gallery")
+    baseline_gallery = gr.Gallery(label="Teacher and baselines", columns=4, allow_preview=False,
+                                  object_fit="contain", height="auto", elem_id="baseline-gallery")
+    cells, baselines = grid_cells(grid), baseline_ids(grid)
+
+    def select_cell(current: str, evt: gr.SelectData) -> str:
+        return cells[evt.index] or current
+
+    def select_baseline(evt: gr.SelectData) -> str:
+        return baselines[evt.index]
+
+    tab.select(lambda photo: grid_view(grid, photo), [shared.photo], [gs_gallery, baseline_gallery], **UI_EVENT)
+    gs_gallery.select(select_cell, [shared.student], [shared.student], **UI_EVENT)
+    baseline_gallery.select(select_baseline, None, [shared.student], **UI_EVENT)

@@ -1,0 +1,89 @@
+"""Pareto: cost (x) against quality (y) for every model, one series and one Pareto front per method.
+
+Gradio's Plot component reports no click events, so a point is chosen with the Student dropdown above
+the tabs (the same selection every page uses); the chosen model is ringed on the plot.
+"""
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+from pages import UI_EVENT, Shared, note_figure
+from pages.store import COST_METRICS, QUALITY_METRICS, ModelGrid
+
+AXIS_NAMES = {"macs": "MACs (256×256)", "size_bits": "size (bits)", "latency_ms": "latency (ms)",
+              "lpips": "LPIPS vs teacher (lower is better)", "fid": "FID vs teacher (lower is better)",
+              "psnr": "PSNR vs teacher, dB (higher is better)", "ssim": "SSIM vs teacher (higher is better)"}
+
+
+def pareto_front(points: pd.DataFrame, x: str, y: str, lower_is_better: bool) -> pd.DataFrame:
+    """The points no other point beats on both cost (lower x) and quality, sorted by x."""
+    sign = 1 if lower_is_better else -1
+    ordered = points.assign(_y=sign * points[y]).sort_values([x, "_y"])
+    best, keep = float("inf"), []
+    for index, value in ordered["_y"].items():
+        if value < best:
+            best = value
+            keep.append(index)
+    return ordered.loc[keep].drop(columns="_y")
+
+
+def available_quality(grid: ModelGrid) -> list[str]:
+    return [m for m in QUALITY_METRICS if grid.metric_available(m)]
+
+
+def missing_note(grid: ModelGrid) -> str:
+    """Why each unavailable quality metric is missing, from the cards."""
+    lines = [f"**{m.upper()} is not available**: {grid.missing_reason(m) or 'no model in the grid has it'}."
+             for m in QUALITY_METRICS if not grid.metric_available(m)]
+    return "\n\n".join(lines)
+
+
+def pareto_figure(grid: ModelGrid, x: str, y: str, selected: str | None) -> go.Figure:
+    title = f"{AXIS_NAMES[y].split(' (')[0]} against {AXIS_NAMES[x].split(' (')[0]}"
+    data = grid.table.dropna(subset=[x, y])
+    data = data[data[x] > 0]  # the x axis is logarithmic
+    if data.empty:
+        return note_figure(title, f"No model has both {x} and {y}.")
+    figure = go.Figure()
+    colors = px.colors.qualitative.Set2
+    for i, (method, points) in enumerate(data.groupby("method", sort=False)):
+        color = colors[i % len(colors)]
+        figure.add_trace(go.Scatter(
+            x=points[x], y=points[y], mode="markers", name=method, marker=dict(color=color, size=10),
+            customdata=points.index, text=[grid.label(m) for m in points.index],
+            hovertemplate="%{text}<br>" + f"{x} %{{x:.4g}}<br>{y} %{{y:.4g}}<extra></extra>"))
+        front = pareto_front(points, x, y, QUALITY_METRICS[y])
+        if len(front) > 1:
+            figure.add_trace(go.Scatter(x=front[x], y=front[y], mode="lines", line=dict(color=color, dash="dot"),
+                                        name=f"{method} front", hoverinfo="skip", showlegend=False))
+    if selected in data.index:
+        figure.add_trace(go.Scatter(
+            x=[data.loc[selected, x]], y=[data.loc[selected, y]], mode="markers", name="selected",
+            marker=dict(size=22, color="rgba(0,0,0,0)", line=dict(color="black", width=2)), hoverinfo="skip"))
+    figure.update_layout(title=title, xaxis_title=AXIS_NAMES[x], yaxis_title=AXIS_NAMES[y], xaxis_type="log",
+                         hovermode="closest")
+    return figure
+
+
+def add_pareto_page(shared: Shared) -> None:
+    grid = shared.grid
+    quality = available_quality(grid)
+    with gr.Row():
+        x = gr.Dropdown([(AXIS_NAMES[m], m) for m in COST_METRICS], value="macs", label="x: cost", elem_id="pareto-x")
+        y = gr.Dropdown([(AXIS_NAMES[m], m) for m in quality], value=quality[0] if quality else None,
+                        label="y: quality", elem_id="pareto-y")
+    gr.Markdown(missing_note(grid), elem_id="pareto-missing")
+    gr.Markdown("Hover a point to see its model; choose it in the **Student** dropdown above to select it "
+                "on every page (Gradio plots do not report clicks).")
+    plot = gr.Plot(elem_id="pareto-plot")
+
+    def draw(x_metric: str, y_metric: str | None, selected: str) -> go.Figure:
+        if y_metric is None:
+            return note_figure("Pareto", "No quality metric is available for this grid.")
+        return pareto_figure(grid, x_metric, y_metric, selected)
+
+    gr.on([shared.demo.load, x.change, y.change, shared.student.change], draw, [x, y, shared.student], plot,
+          **UI_EVENT)

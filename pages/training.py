@@ -1,0 +1,41 @@
+"""Training: the selected model's loss curves and the fraction of channels alive, over training steps."""
+from __future__ import annotations
+
+import gradio as gr
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from pages import UI_EVENT, Shared, note_figure
+from pages.store import ModelGrid
+
+#: History fields drawn as losses, in legend order; whichever a card has are shown.
+LOSSES = {"loss": "total", "distill": "distillation", "gan": "GAN (generator)", "d": "discriminator"}
+
+
+def training_figure(grid: ModelGrid, model_id: str) -> go.Figure:
+    history = grid.cards[model_id].get("history") or []
+    title = f"Training of {model_id}"
+    if not history:
+        return note_figure(title, "This model's card has no training history.")
+    figure = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.65, 0.35], vertical_spacing=0.08,
+                           subplot_titles=("losses", "channels alive"))
+    for key, name in LOSSES.items():
+        points = [(h["step"], h[key]) for h in history if h.get(key) is not None]
+        if points:
+            steps, values = zip(*points)
+            figure.add_trace(go.Scatter(x=steps, y=values, mode="lines", name=name), row=1, col=1)
+    alive = [(h["step"], h["alive"]) for h in history if h.get("alive") is not None]
+    if alive:
+        steps, values = zip(*alive)
+        figure.add_trace(go.Scatter(x=steps, y=values, mode="lines", name="alive", line_color="black"), row=2, col=1)
+    figure.update_yaxes(tickformat=".0%", range=[0, 1.05], row=2, col=1)
+    figure.update_xaxes(title_text="step", row=2, col=1)
+    figure.update_layout(title=title, height=560)
+    return figure
+
+
+def add_training_page(shared: Shared) -> None:
+    gr.Markdown("Curves of the model chosen in the **Student** dropdown above.")
+    plot = gr.Plot(elem_id="training-plot")
+    gr.on([shared.demo.load, shared.student.change], lambda model_id: training_figure(shared.grid, model_id),
+          [shared.student], plot, **UI_EVENT)

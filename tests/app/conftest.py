@@ -1,0 +1,43 @@
+"""Fixtures: a tiny checkpoint grid in a temporary folder, and the studio serving it on a free port."""
+from __future__ import annotations
+
+import socket
+
+import pytest
+from fake_grid import build_fake_grid
+
+import app
+from gs_core.data.photoset import load_split
+from pages.store import ModelGrid
+
+
+@pytest.fixture(scope="session")
+def grid_dir(tmp_path_factory):
+    """Teacher, GS students at 25% / 50% sparsity x 32 / 8 bits, a mixed-bit GS student and two baselines."""
+    return build_fake_grid(tmp_path_factory.mktemp("checkpoints"))
+
+
+@pytest.fixture(scope="session")
+def grid(grid_dir):
+    return ModelGrid(grid_dir)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(grid):
+    """URL of the app, launched in this process (a background thread) on the fixture grid."""
+    demo = app.build_app(grid)
+    demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True,
+                ssr_mode=False)
+    yield demo.local_url
+    demo.close()
+
+
+@pytest.fixture(scope="session")
+def photo_path():
+    return load_split("test")[0]

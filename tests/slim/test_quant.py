@@ -1,0 +1,190 @@
+"""Fake quantization: level counts, symmetry, per-channel scales, STE, calibration."""
+import pytest
+import torch
+from torch import nn
+
+from gs_core.slim.quant import (ActivationQuantizer, QuantConv2d, QuantConvTranspose2d, add_quantizers,
+                                calibrate_activations, check_bits, conv_layers, layer_bits, quantize_activation,
+                                quantize_weight)
+from gs_core.slim.student import make_student
+
+BITS = range(2, 9)
+
+
+@pytest.mark.parametrize("bits", BITS)
+def test_unsigned_activation_has_exactly_2_to_the_bits_levels(bits):
+    alpha = torch.tensor(1.7)
+    ramp = torch.linspace(0, 1.7, 20_001)
+    q = quantize_activation(ramp, bits, alpha, signed=False)
+    levels = torch.unique(q)
+    assert len(levels) == 2 ** bits  # not 2**bits + 1 as in the official GS code
+    assert levels.min() == 0
+    torch.testing.assert_close(levels.max(), alpha)
+    steps = levels.diff()
+    torch.testing.assert_close(steps, torch.full_like(steps, 1.7 / (2 ** bits - 1)))
+    # values beyond the clip range land on the end levels
+    outside = quantize_activation(torch.tensor([-3.0, 5.0]), bits, alpha, signed=False)
+    torch.testing.assert_close(outside, torch.stack([torch.tensor(0.0), alpha]))
+
+
+@pytest.mark.parametrize("bits", BITS)
+def test_signed_activation_has_exactly_2_to_the_bits_levels_including_zero(bits):
+    alpha = torch.tensor(0.9)
+    ramp = torch.linspace(-0.9, 0.9, 20_001)
+    levels = torch.unique(quantize_activation(ramp, bits, alpha, signed=True))
+    assert len(levels) == 2 ** bits
+    assert (levels == 0).any()
+    torch.testing.assert_close(levels.min(), -alpha)
+    assert (levels.abs() <= alpha).all()
+
+
+@pytest.mark.parametrize("bits", BITS)
+def test_weight_quantizer_is_symmetric_with_at_most_2_to_the_bits_minus_1_levels(bits):
+    torch.manual_seed(bits)
+    ramp = torch.linspace(-1.3, 1.3, 6 * 50 * 3 * 3)
+    dense = ramp[torch.randperm(len(ramp))].view(6, 50, 3, 3)
+    assert len(torch.unique(quantize_weight(dense, bits, channel_axis=None))) == 2 ** bits - 1
+    w = torch.randn(6, 5, 3, 3)
+    q = quantize_weight(w, bits, channel_axis=None)
+    assert len(torch.unique(q)) <= 2 ** bits - 1
+    torch.testing.assert_close(quantize_weight(-w, bits, None), -q)  # symmetric
+    scale = w.abs().max() / (2 ** (bits - 1) - 1)
+    torch.testing.assert_close(q / scale, torch.round(q / scale))  # integer multiples of one scale
+    torch.testing.assert_close(q.abs().max(), w.abs().max())  # the largest weight is exact
+    assert (q - w).abs().max() <= scale / 2 + 1e-6
+
+
+def _channel_scales(q: torch.Tensor, axis: int, bits: int) -> torch.Tensor:
+    dims = [d for d in range(q.dim()) if d != axis]
+    return q.abs().amax(dim=dims) / (2 ** (bits - 1) - 1)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_per_channel_scales_follow_output_channels(transposed):
+    torch.manual_seed(0)
+    conv = nn.ConvTranspose2d(4, 6, 3) if transposed else nn.Conv2d(4, 6, 3)
+    with torch.no_grad():  # output channel k has magnitude 2**k
+        out_axis = 1 if transposed else 0
+        shape = [1, 1, 1, 1]
+        shape[out_axis] = 6
+        conv.weight.mul_(2.0 ** torch.arange(6.0).view(shape))
+    model = add_quantizers(nn.Sequential(nn.Conv2d(3, 4, 1), conv), {"1": 4})
+    qconv = model[1]
+    assert isinstance(qconv, QuantConvTranspose2d if transposed else QuantConv2d)
+    assert qconv.channel_axis == out_axis
+    q = quantize_weight(qconv.weight, 4, qconv.channel_axis)
+    scales = _channel_scales(q, out_axis, 4)
+    assert len(torch.unique(scales)) == 6
+    torch.testing.assert_close(scales, _channel_scales(conv.weight.detach(), out_axis, 4))
+    # each output channel on its own grid: a small-magnitude channel keeps detail a per-layer scale would erase
+    per_layer = quantize_weight(qconv.weight, 4, None)
+    small = [slice(None)] * 4
+    small[out_axis] = 0
+    assert (per_layer[tuple(small)] == 0).float().mean() > (q[tuple(small)] == 0).float().mean()
+
+
+def test_weight_ste_gradient_is_identity():
+    w = torch.randn(4, 3, 3, 3, requires_grad=True)
+    upstream = torch.randn(4, 3, 3, 3)
+    (quantize_weight(w, 3, 0) * upstream).sum().backward()
+    torch.testing.assert_close(w.grad, upstream)
+
+
+def test_activation_ste_passes_gradient_inside_range_and_reaches_alpha():
+    alpha = torch.tensor(1.0, requires_grad=True)
+    x = torch.tensor([-0.5, 0.2, 0.7, 3.0], requires_grad=True)
+    quantize_activation(x, 4, alpha, signed=False).sum().backward()
+    torch.testing.assert_close(x.grad, torch.tensor([0.0, 1.0, 1.0, 0.0]))
+    assert alpha.grad is not None and alpha.grad > 0  # the clipped value 3.0 pulls alpha up (PACT)
+
+
+def test_32_bits_leaves_weights_untouched(tiny_generator):
+    w = torch.randn(3, 3, 3, 3)
+    assert quantize_weight(w, 32, 0) is w
+    teacher = tiny_generator("cartoongan")
+    student = make_student(teacher, bits=32, gated=False)
+    assert not any(isinstance(m, (QuantConv2d, QuantConvTranspose2d)) for m in student.modules())
+    assert set(layer_bits(student).values()) == {32}
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(student.eval()(x), teacher(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bits", [0, 1, 9, 16, 33, -4])
+def test_invalid_bits_raise(bits, tiny_generator):
+    with pytest.raises(ValueError, match="bit width"):
+        check_bits(bits)
+    with pytest.raises(ValueError, match="bit width"):
+        ActivationQuantizer(bits)
+    with pytest.raises(ValueError, match="bit width"):
+        make_student(tiny_generator("cartoongan"), bits=bits)
+
+
+def test_unknown_conv_name_raises():
+    with pytest.raises(ValueError, match="no such conv"):
+        add_quantizers(nn.Sequential(nn.Conv2d(3, 3, 1)), {"7": 4})
+
+
+def test_activation_quantizer_before_calibration_is_a_clear_error(tiny_generator):
+    student = make_student(tiny_generator("cartoongan"), bits=4)
+    with pytest.raises(RuntimeError, match="before calibration.*calibrate_activations"):
+        student(torch.zeros(1, 3, 32, 32))
+
+
+def _quantizers(model) -> dict[str, ActivationQuantizer]:
+    return {name: conv.act for name, conv in conv_layers(model).items() if getattr(conv, "act", None) is not None}
+
+
+def test_calibration_sets_alpha_from_data_and_sign(tiny_generator):
+    teacher = tiny_generator("cartoongan")
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    a, b = make_student(teacher, bits=8), make_student(teacher, bits=8)
+    calibrate_activations(a, x)
+    calibrate_activations(b, x * 0.25)  # the first layer's inputs shrink, so do the clip ranges after it
+    qa, qb = _quantizers(a), _quantizers(b)
+    assert set(qa) == set(conv_layers(teacher)) - {"conv01_1"}
+    for name, q in qa.items():
+        assert torch.isfinite(q.alpha) and q.alpha > 0, name
+    assert qa["conv02_1"].alpha != qb["conv02_1"].alpha
+    # CartoonGAN: conv02_2 reads a raw conv output and conv05_1 the residual trunk (no ReLU) -> signed;
+    # conv02_1 and conv04_1 read ReLU outputs -> unsigned.
+    assert bool(qa["conv02_2"].signed) and bool(qa["conv05_1"].signed)
+    assert not bool(qa["conv02_1"].signed) and not bool(qa["conv04_1"].signed)
+    # alpha is a high quantile of |x|: close to, not above, the largest observed magnitude
+    observed = {}
+
+    def record(name):
+        def hook(module, inputs):
+            observed[name] = inputs[0].abs().max()
+        return hook
+
+    hooks = [conv_layers(a)[n].register_forward_pre_hook(record(n)) for n in qa]
+    with torch.no_grad():
+        a.eval()(x)
+    for hook in hooks:
+        hook.remove()
+    for name, q in qa.items():
+        assert 0 < q.alpha <= observed[name] * 1.001, name
+
+
+def test_quantized_student_forward_after_calibration(tiny_generator):
+    teacher = tiny_generator("cyclegan_batch")
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    s8, s2 = make_student(teacher, bits=8), make_student(teacher, bits=2)
+    for s in (s8, s2):
+        calibrate_activations(s.eval(), x)
+    with torch.no_grad():
+        ref = teacher(x)
+        err8, err2 = (s8(x) - ref).abs().mean(), (s2(x) - ref).abs().mean()
+    assert 0 < err8 < err2
+
+
+def test_first_conv_input_is_never_quantized(tiny_generator):
+    for variant, first in (("cartoongan", "conv01_1"), ("cyclegan_instance", "model.1")):
+        teacher = tiny_generator(variant)
+        assert next(iter(conv_layers(teacher))) == first
+        student = make_student(teacher, bits=4)
+        assert conv_layers(student)[first].act is None
+        assert conv_layers(student)[first].weight_bits == 4  # its weights still are
+        explicit = add_quantizers(tiny_generator(variant), {first: 4}, act_bits={first: 4})
+        assert conv_layers(explicit)[first].act is None
