@@ -21,6 +21,9 @@ def extract(student: Generator, plan: Plan | None = None) -> Generator:
     The slim model keeps the student's quantizers (same bits, same calibrated clip ranges), so in fp32 it
     computes what the gated student computes, only with fewer channels.
     """
+    if not any(isinstance(m, ChannelGate) for m in student.modules()):
+        raise ValueError(f"nothing to extract: this {student.arch} model has no channel gates "
+                         "(extraction takes a gated GS student, as made by make_student)")
     plan = plan or plan_from_gates(student)
     keep = {name: torch.tensor(mask, dtype=torch.bool) for name, mask in plan.items()}
     if any(not mask.any() for mask in keep.values()):

@@ -164,13 +164,22 @@ def _observing(quantizers: list[ActivationQuantizer]):
 
 @torch.no_grad()
 def calibrate_activations(model: nn.Module, batch: torch.Tensor, quantile: float = 0.999) -> None:
-    """Set each activation quantizer's clip range from a real batch (native model input)."""
+    """Set each activation quantizer's clip range from a real batch (native model input).
+
+    The model runs in eval mode (restored afterwards): batch-norm running stats are left untouched and dropout
+    does not distort the observed ranges.
+    """
     quantizers = [m for m in model.modules() if isinstance(m, ActivationQuantizer)]
     if not quantizers:
         return
-    with _observing(quantizers):
-        model(batch)
-        stats = [(torch.cat([o.flatten() for o in q.observed]), q) for q in quantizers]
+    was_training = model.training
+    model.eval()
+    try:
+        with _observing(quantizers):
+            model(batch)
+            stats = [(torch.cat([o.flatten() for o in q.observed]), q) for q in quantizers]
+    finally:
+        model.train(was_training)
     for values, q in stats:
         sample = values[torch.linspace(0, values.numel() - 1, min(values.numel(), 1_000_000)).long()]
         q.signed.fill_(bool(values.min() < 0))

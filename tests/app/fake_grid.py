@@ -23,14 +23,23 @@ from gs_core.slim.student import make_student
 FID_MISSING = "FID needs the InceptionV3 weights, which are not in the torch cache"
 
 
+def _random(model):
+    """Perturb every weight: a fresh generator may start as the identity (zero last layer), and a fake
+    grid whose models all return the photo would hide mix-ups between students."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.1)
+    return model.eval()
+
+
 def _student(teacher, sparsity: float, bits, seed: int):
     """A random model with `sparsity` of every group's channels removed, quantized to `bits`."""
     widths = {g: max(1, round(w * (1 - sparsity))) for g, w in teacher.widths.items()}
     torch.manual_seed(seed)
-    model = create_generator("cartoongan", ngf=teacher.ngf, n_blocks=teacher.n_blocks, widths=widths,
-                             skip_input=True)
+    model = _random(create_generator("cartoongan", ngf=teacher.ngf, n_blocks=teacher.n_blocks, widths=widths,
+                                     skip_input=True))
     if bits == 32:
-        return model.eval(), widths
+        return model, widths
     if bits == "mixed":  # alternate 8 and 4 bits, so the bit-allocation plot has something to show
         bits = {name: (8, 4)[i % 2] for i, name in enumerate(conv_layers(model))}
     student = make_student(model, bits, gated=False)
@@ -66,7 +75,7 @@ def build_fake_grid(root: str | Path, ngf: int = 4, n_blocks: int = 1, sparsitie
     """Write a teacher, GS students at sparsities x bits, and `extra` (method, sparsity, bits) models."""
     root = Path(root)
     torch.manual_seed(0)
-    teacher = create_generator("cartoongan", ngf=ngf, n_blocks=n_blocks, skip_input=True).eval()
+    teacher = _random(create_generator("cartoongan", ngf=ngf, n_blocks=n_blocks, skip_input=True))
     teacher_macs, teacher_size = count_macs(teacher), size_bits(teacher)
     specs = [("teacher", 0.0, 32)] + [("gs", s, b) for s in sparsities for b in bits] + list(extra)
     records = []

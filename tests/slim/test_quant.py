@@ -188,3 +188,19 @@ def test_first_conv_input_is_never_quantized(tiny_generator):
         assert conv_layers(student)[first].weight_bits == 4  # its weights still are
         explicit = add_quantizers(tiny_generator(variant), {first: 4}, act_bits={first: 4})
         assert conv_layers(explicit)[first].act is None
+
+
+def test_calibration_leaves_batch_norm_stats_and_mode_alone(tiny_generator):
+    student = make_student(tiny_generator("cyclegan_batch_dropout"), bits=8).train()
+    before = {k: v.clone() for k, v in student.state_dict().items() if "running" in k}
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    torch.manual_seed(123)
+    calibrate_activations(student, x)
+    assert student.training
+    for key, value in before.items():
+        assert torch.equal(student.state_dict()[key], value), key
+    # dropout is off while observing: the clip ranges do not depend on the random state
+    first = {n: q.alpha.item() for n, q in _quantizers(student).items()}
+    torch.manual_seed(456)
+    calibrate_activations(student, x)
+    assert {n: q.alpha.item() for n, q in _quantizers(student).items()} == first

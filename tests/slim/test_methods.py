@@ -1,0 +1,75 @@
+"""GS and the baselines: each runs a few steps on a tiny teacher and returns a usable model and card."""
+import json
+
+import pytest
+import torch
+
+from gs_core.eval.cost import count_macs
+from gs_core.slim.gates import ChannelGate
+from gs_core.slim.methods import METHODS, SlimConfig, run_method
+from gs_core.slim.quant import layer_bits
+from gs_core.slim.train import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def teacher_data():
+    from conftest import build_tiny
+
+    teacher = build_tiny("cartoongan")
+    g = torch.Generator().manual_seed(0)
+    inputs = torch.rand(6, 3, 32, 32, generator=g) * 2 - 1
+    targets = torch.rand(6, 3, 32, 32, generator=g) * 2 - 1  # "cartoon" targets for the prune baseline
+    with torch.no_grad():
+        outputs = teacher(inputs)
+    return teacher, inputs, outputs, targets
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_method_runs_and_returns_a_usable_model(method, teacher_data, tmp_path):
+    teacher, inputs, outputs, targets = teacher_data
+    cfg = SlimConfig(method=method, bits=8, sparsity=0.5, batch_size=2,
+                     train=TrainConfig(steps=6, ndf=4, d_layers=1, log_every=1, checkpoint_every=3,
+                                       lr_gamma=0.05))
+    slim, card = run_method(teacher, inputs, outputs, cfg, tmp_path, task_targets=targets, progress=False)
+
+    assert not slim.training
+    assert not any(isinstance(m, ChannelGate) for m in slim.modules())
+    photo = torch.rand(1, 3, 33, 47)
+    with torch.no_grad():
+        styled = slim.stylize(photo)
+    assert styled.shape == photo.shape and torch.isfinite(styled).all()
+    assert 0 <= styled.min() and styled.max() <= 1
+
+    assert card["method"] == method and card["bits"] == 8
+    assert card["history"] and card["history"][-1]["step"] == 6
+    groups = card["plan"]["groups"]
+    assert set(groups) == set(teacher.widths)
+    assert all(0 < kept <= total for kept, total in groups.values())
+    json.dumps(card)  # a card is plain data
+
+    bits = set(layer_bits(slim).values())
+    macs = count_macs(slim, (32, 32)) / count_macs(teacher, (32, 32))
+    if method in ("gs", "quant", "stacked"):
+        assert bits == {8}
+    else:
+        assert bits == {32}
+    if method == "quant":
+        assert macs == 1.0 and card["sparsity_target"] == 0.0
+    else:
+        assert macs < 0.9, f"{method} kept {macs:.0%} of the MACs"
+    if method in ("gs", "prune"):
+        assert card["gammas"]
+        assert card["plan"]["channels_kept"] < card["plan"]["channels_total"]
+
+
+def test_prune_without_targets_is_a_clear_error(teacher_data, tmp_path):
+    teacher, inputs, outputs, _ = teacher_data
+    cfg = SlimConfig(method="prune", train=TrainConfig(steps=2))
+    with pytest.raises(ValueError, match="task targets"):
+        run_method(teacher, inputs, outputs, cfg, tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("kwargs", [dict(method="magic"), dict(sparsity=1.0), dict(sparsity=-0.1)])
+def test_slim_config_validation(kwargs):
+    with pytest.raises(ValueError):
+        SlimConfig(**kwargs)

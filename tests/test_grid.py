@@ -1,0 +1,68 @@
+"""The grid end to end on the quick preset: manifest schema, incremental reruns, a failing point isolated."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+
+from gs_core import grid as grid_module
+from gs_core.checkpoint import load_model, read_card
+from gs_core.grid import MANIFEST_FIELDS, grid_preset, run_grid
+from gs_core.teacher import preset, train_teacher
+
+
+@pytest.fixture(scope="module")
+def quick_teacher(tmp_path_factory):
+    root = tmp_path_factory.mktemp("grid")
+    train_teacher(preset("quick"), root / "teacher", root / "runs" / "teacher", progress=False)
+    return root
+
+
+def test_quick_grid_writes_manifest_and_skips_finished_points(quick_teacher, monkeypatch):
+    root = quick_teacher
+    cfg = grid_preset("quick")
+    only = ["gs-s0.9-b8", "gs-s0.5-bmixed", "distill-s0.5-b32"]
+
+    # One point fails: it is reported and the others still land.
+    real_run = grid_module.run_method
+
+    def flaky(teacher, inputs, outputs, slim_cfg, run_dir, *args):
+        if slim_cfg.method == "distill":
+            raise RuntimeError("simulated failure")
+        return real_run(teacher, inputs, outputs, slim_cfg, run_dir, *args)
+
+    monkeypatch.setattr(grid_module, "run_method", flaky)
+    manifest = run_grid(cfg, root / "teacher", root, root / "runs" / "grid", only=only, progress=False)
+    failures = json.loads((root / "grid" / "failures.json").read_text())
+    assert list(failures) == ["distill-s0.5-b32"] and "simulated failure" in failures["distill-s0.5-b32"]
+    assert set(manifest["id"]) == {"teacher", "gs-s0.9-b8", "gs-s0.5-bmixed"}
+
+    table = pd.DataFrame(json.loads((root / "manifest.json").read_text()))
+    assert set(MANIFEST_FIELDS) <= set(table.columns)
+    gs = table.set_index("id").loc["gs-s0.9-b8"]
+    assert gs["method"] == "gs" and gs["bits"] == 8 and gs["sparsity_target"] == 0.9
+    assert 0 < gs["macs_removed"] < 1 and 0 < gs["channels_removed"] < 1
+    assert gs["compression_size"] > 4  # 8-bit alone gives 4x; pruning adds to it
+    assert gs["psnr"] > 0 and 0 < gs["ssim"] <= 1
+    mixed_card = read_card(root / "grid" / "gs-s0.5-bmixed")
+    assert mixed_card["bits"] == "mixed"
+    assert len(set(mixed_card["bit_allocation"].values())) > 1
+    assert mixed_card["metrics"]["missing"]["lpips"]  # not requested in the quick preset: a reason, not a number
+    model, _ = load_model(root / gs["path"])
+    assert sum(p.numel() for p in model.parameters()) == gs["params"]
+
+    # A rerun trains only what is missing: the failed point, now that it works again.
+    monkeypatch.setattr(grid_module, "run_method", real_run)
+    trained = []
+    monkeypatch.setattr(grid_module, "run_method", lambda *a, **k: trained.append(a[3].method) or real_run(*a, **k))
+    manifest = run_grid(cfg, root / "teacher", root, root / "runs" / "grid", only=only, progress=False)
+    assert trained == ["distill"]
+    assert set(manifest["id"]) == {"teacher", *only}
+    assert json.loads((root / "grid" / "failures.json").read_text()) == {}
+
+
+def test_grid_refuses_a_teacher_outside_its_folder(quick_teacher, tmp_path):
+    with pytest.raises(ValueError, match="must be inside"):
+        run_grid(replace(grid_preset("quick")), quick_teacher / "teacher", tmp_path, tmp_path / "runs", progress=False)
