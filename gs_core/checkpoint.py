@@ -141,7 +141,7 @@ def load_model(path: str | Path) -> tuple[Generator, dict]:
             if spec:
                 model = build_from_spec(spec)
                 load_state_dict_strict(model, state)
-                return model.eval(), card or {"architecture": spec}
+                return model.eval(), {**card, "architecture": spec}
             model = generator_from_state_dict(state)
         else:
             model = generator_from_state_dict(_read_foreign(weights))

@@ -47,20 +47,20 @@ class Point:
 
 @dataclass
 class GridConfig:
-    sparsities: tuple[float, ...] = (0.5, 0.75, 0.9, 0.97)
+    sparsities: tuple[float, ...] = (0.4, 0.7, 0.85, 0.95)
     bits: tuple[int, ...] = (32, 8, 4)
     baselines: tuple[Point, ...] = (
-        Point("distill", 0.75, 32), Point("distill", 0.9, 32),
-        Point("prune", 0.75, 32), Point("prune", 0.9, 32),
+        Point("distill", 0.7, 32), Point("distill", 0.85, 32),
+        Point("prune", 0.7, 32), Point("prune", 0.85, 32),
         Point("quant", 0.0, 8), Point("quant", 0.0, 4),
-        Point("stacked", 0.75, 8), Point("stacked", 0.9, 8),
+        Point("stacked", 0.7, 8), Point("stacked", 0.85, 8),
     )
     size: int = 96  # training crop size
     batch_size: int = 4
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=300, lr=2e-4, lr_gamma=0.05, distill_weight=10.0, gan_weight=1.0, ndf=16, checkpoint_every=50,
-        log_every=10))
-    mixed: tuple[float, ...] = (0.75, 0.9)  # sparsities that also get a mixed-precision GS student
+        steps=300, lr=2e-4, lr_gamma=0.05, finetune_fraction=0.4, distill_weight=10.0, gan_weight=1.0, ndf=16,
+        checkpoint_every=50, log_every=10))
+    mixed: tuple[float, ...] = (0.7, 0.85)  # sparsities that also get a mixed-precision GS student
     mixed_average_bits: float = 4.0  # its size budget: the same bits per weight as uniform 4-bit
     eval_size: int = 256
     metrics: tuple[str, ...] = ("params", "macs", "size_bits", "latency_ms", "psnr", "ssim", "lpips", "fid")

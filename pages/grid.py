@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import gradio as gr
 import numpy as np
+import plotly.graph_objects as go
 
-from pages import UI_EVENT, Shared
+from pages import UI_EVENT, Shared, note_figure
 from pages.store import ModelGrid, Photo
 
 #: Shown where the grid has no student for a (sparsity, bits) pair.
@@ -36,20 +37,36 @@ def _caption(grid: ModelGrid, model_id: str) -> str:
     return f"{row['method']} · {float(row['sparsity_target']):.0%} · {row['bits_label']}-bit"
 
 
-def grid_view(grid: ModelGrid, photo: Photo | None):
-    """(GS gallery items, baseline gallery items) for `photo`."""
-    if photo is None:
-        return [], []
+def psnr_figure(grid: ModelGrid, psnrs: list[float | None]) -> go.Figure:
+    """PSNR against the teacher on this photo, laid out like the gallery (None: not in the grid)."""
     levels, bits = grid.sparsity_levels(), grid.bits_choices()
-    cells = []
+    z = [psnrs[row * len(bits):(row + 1) * len(bits)] for row in range(len(levels))]
+    figure = go.Figure(go.Heatmap(
+        z=z, x=[f"{b}-bit" for b in bits], y=[f"{v:.0%}" for v in levels], colorscale="Viridis",
+        text=[["" if v is None else f"{v:.1f}" for v in row] for row in z], texttemplate="%{text}",
+        hovertemplate="sparsity %{y}, %{x}<br>PSNR %{z:.2f} dB<extra></extra>", colorbar_title="dB"))
+    figure.update_layout(title="PSNR against the teacher on this photo", yaxis_title="sparsity target",
+                         yaxis_autorange="reversed", height=320)
+    return figure
+
+
+def grid_view(grid: ModelGrid, photo: Photo | None):
+    """(GS gallery items, PSNR heatmap, baseline gallery items) for `photo`."""
+    if photo is None:
+        return [], note_figure("PSNR against the teacher", "Choose a photo on the Compare page."), []
+    levels, bits = grid.sparsity_levels(), grid.bits_choices()
+    cells, psnrs = [], []
     for index, model_id in enumerate(grid_cells(grid)):
         if model_id is None:
             level, width = levels[index // len(bits)], bits[index % len(bits)]
             cells.append((EMPTY_CELL, f"{level:.0%} · {width}-bit: not in the grid"))
+            psnrs.append(None)
         else:
-            cells.append((grid.stylize(photo, model_id).image, _caption(grid, model_id)))
+            result = grid.stylize(photo, model_id)
+            cells.append((result.image, _caption(grid, model_id)))
+            psnrs.append(result.psnr)
     baselines = [(grid.stylize(photo, m).image, _caption(grid, m)) for m in baseline_ids(grid)]
-    return cells, baselines
+    return cells, psnr_figure(grid, psnrs), baselines
 
 
 def add_grid_page(shared: Shared, tab: gr.Tab) -> None:
@@ -59,6 +76,7 @@ def add_grid_page(shared: Shared, tab: gr.Tab) -> None:
                 f"bit width ({', '.join(grid.bits_choices())}). Click a picture to select that student.")
     gs_gallery = gr.Gallery(label="GAN Slimming students", columns=max(1, len(grid.bits_choices())),
                             allow_preview=False, object_fit="contain", height="auto", elem_id="grid-gallery")
+    psnr_plot = gr.Plot(elem_id="grid-psnr")
     baseline_gallery = gr.Gallery(label="Teacher and baselines", columns=4, allow_preview=False,
                                   object_fit="contain", height="auto", elem_id="baseline-gallery")
     cells, baselines = grid_cells(grid), baseline_ids(grid)
@@ -69,6 +87,7 @@ def add_grid_page(shared: Shared, tab: gr.Tab) -> None:
     def select_baseline(evt: gr.SelectData) -> str:
         return baselines[evt.index]
 
-    tab.select(lambda photo: grid_view(grid, photo), [shared.photo], [gs_gallery, baseline_gallery], **UI_EVENT)
+    tab.select(lambda photo: grid_view(grid, photo), [shared.photo], [gs_gallery, psnr_plot, baseline_gallery],
+               **UI_EVENT)
     gs_gallery.select(select_cell, [shared.student], [shared.student], **UI_EVENT)
     baseline_gallery.select(select_baseline, None, [shared.student], **UI_EVENT)

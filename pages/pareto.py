@@ -1,7 +1,9 @@
 """Pareto: cost (x) against quality (y) for every model, one series and one Pareto front per method.
 
-Gradio's Plot component reports no click events, so a point is chosen with the Student dropdown above
-the tabs (the same selection every page uses); the chosen model is ringed on the plot.
+Clicking a point selects that model on every page. Gradio's Plot component reports no click events, so
+a few lines of JavaScript listen to plotly's own `plotly_click` and hand the point's model id (its
+customdata) to a hidden textbox, whose change the server turns into the shared selection. The Student
+dropdown above the tabs does the same without a mouse; the selected model is ringed on the plot.
 """
 from __future__ import annotations
 
@@ -16,6 +18,26 @@ from pages.store import COST_METRICS, QUALITY_METRICS, ModelGrid
 AXIS_NAMES = {"macs": "MACs (256×256)", "size_bits": "size (bits)", "latency_ms": "latency (ms)",
               "lpips": "LPIPS vs teacher (lower is better)", "fid": "FID vs teacher (lower is better)",
               "psnr": "PSNR vs teacher, dB (higher is better)", "ssim": "SSIM vs teacher (higher is better)"}
+
+
+#: Runs once in the browser on page load; re-hooks whenever Gradio redraws the plot into a new element.
+CLICK_TO_SELECT_JS = """
+() => {
+  const hook = () => {
+    const plot = document.querySelector("#pareto-plot .js-plotly-plot");
+    if (!plot || !plot.on || plot.dataset.gsClick) return;
+    plot.dataset.gsClick = "1";
+    plot.on("plotly_click", (event) => {
+      const id = event.points.length ? event.points[0].customdata : null;
+      const box = document.querySelector("#pareto-click textarea, #pareto-click input");
+      if (!id || !box) return;
+      box.value = id;
+      box.dispatchEvent(new Event("input", {bubbles: true}));
+    });
+  };
+  new MutationObserver(hook).observe(document.body, {childList: true, subtree: true});
+}
+"""
 
 
 def pareto_front(points: pd.DataFrame, x: str, y: str, lower_is_better: bool) -> pd.DataFrame:
@@ -76,14 +98,23 @@ def add_pareto_page(shared: Shared) -> None:
         y = gr.Dropdown([(AXIS_NAMES[m], m) for m in quality], value=quality[0] if quality else None,
                         label="y: quality", elem_id="pareto-y")
     gr.Markdown(missing_note(grid), elem_id="pareto-missing")
-    gr.Markdown("Hover a point to see its model; choose it in the **Student** dropdown above to select it "
-                "on every page (Gradio plots do not report clicks).")
+    gr.Markdown("Hover a point to see its model; click it (or choose it in the **Student** dropdown above) "
+                "to select it on every page.")
     plot = gr.Plot(elem_id="pareto-plot")
+    clicked = gr.Textbox(visible="hidden", elem_id="pareto-click")
 
     def draw(x_metric: str, y_metric: str | None, selected: str) -> go.Figure:
         if y_metric is None:
             return note_figure("Pareto", "No quality metric is available for this grid.")
         return pareto_figure(grid, x_metric, y_metric, selected)
 
+    def select(model_id: str):
+        """The clicked id becomes the selection; the box is emptied so clicking the same point again works."""
+        if model_id not in grid.models:
+            return gr.skip(), gr.skip()
+        return model_id, ""
+
     gr.on([shared.demo.load, x.change, y.change, shared.student.change], draw, [x, y, shared.student], plot,
           **UI_EVENT)
+    shared.demo.load(None, js=CLICK_TO_SELECT_JS, **UI_EVENT)
+    clicked.input(select, clicked, [shared.student, clicked], **UI_EVENT)

@@ -14,8 +14,8 @@ from gs_core.slim.quant import calibrate_activations, layer_bits
 from gs_core.slim.student import make_student
 
 
-def _pruned_student(teacher):
-    student = make_student(teacher).eval()
+def _pruned_student(teacher, bits=32):
+    student = make_student(teacher, bits=bits).eval()
     with torch.no_grad():
         for gate in (m for m in student.modules() if isinstance(m, ChannelGate)):
             gate.gamma[::3] = 0
@@ -27,16 +27,18 @@ def _models(tiny_generator):
     cartoon, cycle = tiny_generator("cartoongan"), tiny_generator("cyclegan_batch")
     quantized = make_student(tiny_generator("cyclegan_instance"), bits=4)
     calibrate_activations(quantized, x)
+    quantized_gated = _pruned_student(cartoon, bits=6)
+    calibrate_activations(quantized_gated, x)
     return x, {
         "teacher": cartoon,
         "gated": _pruned_student(cartoon),
         "slim": extract(_pruned_student(cycle)),
         "quantized": quantized.eval(),
-        "quantized_slim": extract(make_student(cartoon, bits=6).eval()) if False else None,
+        "quantized_slim": extract(quantized_gated),
     }
 
 
-@pytest.mark.parametrize("kind", ["teacher", "gated", "slim", "quantized"])
+@pytest.mark.parametrize("kind", ["teacher", "gated", "slim", "quantized", "quantized_slim"])
 def test_round_trip_gives_the_same_outputs(kind, tiny_generator, tmp_path):
     x, models = _models(tiny_generator)
     model = models[kind]
@@ -132,7 +134,7 @@ def test_pickled_object_is_refused_without_unpickling(tmp_path):
     for name, payload in (("evil.pth", Exploit(marker)), ("evil_in_dict.pt", {"conv01_1.weight": Exploit(marker)})):
         path = tmp_path / name
         with open(path, "wb") as f:
-            pickle.dump(payload, f)
+            pickle.dump(payload, f, protocol=2)
         _expect_error(path)
         torch.save(payload, path)  # the zip format too
         _expect_error(path)
@@ -160,3 +162,10 @@ def test_save_is_atomic_and_overwrites(tiny_generator, tmp_path):
     expected = tiny_generator("cartoongan", seed=2)
     for key, value in expected.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value)
+
+
+def test_card_without_architecture_falls_back_to_the_weights_metadata(saved):
+    (saved / CARD).write_text(json.dumps({"method": "teacher"}))
+    model, card = load_model(saved)
+    assert card["method"] == "teacher"
+    assert card["architecture"]["name"] == "cartoongan" and card["architecture"]["config"]["ngf"] == 4

@@ -60,10 +60,14 @@ class Generator(nn.Module):
         return ((y + 1) / 2).clamp(0, 1)
 
     def stylize(self, rgb01: torch.Tensor) -> torch.Tensor:
-        """RGB [0,1] NCHW -> RGB [0,1] NCHW of the same size (reflect-pads to a multiple of 4, then crops)."""
+        """RGB [0,1] NCHW -> RGB [0,1] NCHW of the same size (reflect-pads to a multiple of 4, then crops).
+
+        Sides are padded to at least 2 * size_multiple: the residual blocks reflect-pad the 1/4-size feature
+        map by one pixel, which needs at least 2 pixels there.
+        """
         h, w = rgb01.shape[-2:]
         m = self.size_multiple
-        pad_h, pad_w = (-h) % m, (-w) % m
+        pad_h, pad_w = (max(-(-n // m) * m, 2 * m) - n for n in (h, w))
         x = self.preprocess(rgb01)
         if pad_h or pad_w:
             mode = "reflect" if min(h, w) > max(pad_h, pad_w) else "replicate"

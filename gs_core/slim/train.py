@@ -85,10 +85,25 @@ def _check_finite(loss: torch.Tensor, which: str, step: int, state_path: Path) -
                                f"{kept}. Lower the learning rate or check the data.")
 
 
-def _apply_plan_(model: nn.Module, plan: Plan) -> None:
-    """Hold the frozen plan: zero the gammas of removed channels (every gate of the group) and the conv weights
-    that write or read them. Those weights no longer change the output, but zeroing them makes the fake-quant
-    scales (max |w|) those of the slim model, so extraction is exact with quantization too."""
+def _keep_one_channel_per_group_(model: nn.Module, before: dict[int, torch.Tensor]) -> None:
+    """Undo the proximal step on the strongest channel of a group it would empty: a group with no channel
+    left would cut the network in two (there would be nothing to extract)."""
+    gates = gates_of(model)
+    with torch.no_grad():
+        for group in model.channel_groups():
+            members = [gates[name] for name in group.gates if name in gates]
+            if not members or any(bool(g.alive().any()) for g in members):
+                continue
+            strength = torch.stack([before[id(g.gamma)].abs() for g in members]).max(dim=0).values
+            keep = int(strength.argmax())
+            for gate in members:
+                gate.gamma[keep] = before[id(gate.gamma)][keep]
+
+
+def _apply_plan_(model: nn.Module, plan: Plan, weights_too: bool = True) -> None:
+    """Zero the gammas of removed channels (every gate of the group) and, once the plan is frozen, the conv
+    weights that write or read them. Those weights no longer change the output, but zeroing them makes the
+    fake-quant scales (max |w|) those of the slim model, so extraction is exact with quantization too."""
     gates = gates_of(model)
     with torch.no_grad():
         for group in model.channel_groups():
@@ -96,6 +111,8 @@ def _apply_plan_(model: nn.Module, plan: Plan) -> None:
             for name in group.gates:
                 if name in gates:
                     gates[name].gamma[dead] = 0
+            if not weights_too:
+                continue
             for conv, axis in (*group.producers, *group.consumers):
                 model.get_submodule(conv).weight.index_fill_(axis, dead, 0)
             for conv, _ in group.producers:
@@ -121,10 +138,17 @@ def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Pat
     opt_g = torch.optim.SGD(gammas, lr=cfg.lr_gamma) if gammas else None
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.999)) if disc else None
     distill = F.l1_loss if cfg.distill == "l1" else F.mse_loss
-    prune_end = int(cfg.steps * (1 - cfg.finetune_fraction)) if gammas else 0
+    # At least one pruning step, so even a very short run freezes a plan and meets its budget.
+    prune_end = max(1, int(cfg.steps * (1 - cfg.finetune_fraction))) if gammas else 0
     pruning = bool(gammas) and (cfg.rho > 0 or cfg.budget is not None)
 
-    start, rho, frozen, history = 0, cfg.rho or (1e-3 if cfg.budget else 0.0), None, []
+    start, rho, frozen, history = 0, cfg.rho, None, []
+    if pruning and cfg.budget is not None and not cfg.rho:
+        # Budget mode's default rho: a quarter of the pressure that would bring the median gamma to zero by the
+        # end of pruning (the cosine schedule averages ~0.8 of lr_gamma there). Enough to separate the channels
+        # the loss defends from the others; the budget itself is met by cutting the smallest gammas.
+        median = torch.cat([g.detach().abs().flatten() for g in gammas]).median().item()
+        rho = median / (4 * 0.8 * cfg.lr_gamma * prune_end)
     state_path = run_dir / STATE
     if state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
@@ -195,17 +219,19 @@ def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Pat
 
             # The L1 term, as its proximal operator; then, after the freeze, keep pruned channels at zero.
             if pruning and step < prune_end:
+                before = [g.detach().clone() for g in gammas]
                 soft_threshold_(gammas, opt_g.param_groups[0]["lr"] * rho)
+                _keep_one_channel_per_group_(model, dict(zip((id(g) for g in gammas), before)))
                 if cfg.budget is not None:
-                    # Steer rho so the plan's cost follows a straight line from 1 to the budget.
+                    # Gradual budget: the plan's cost follows a straight line from 1 down to the budget, cutting
+                    # the channels with the smallest |gamma| (those the L1 term has pushed down) as it goes.
+                    costs, reference, bits = cost_model
                     wanted = 1 - (1 - cfg.budget) * (step + 1) / prune_end
-                    rho *= 1.05 if cost_fraction() > wanted else 1 / 1.05
+                    target = wanted * getattr(reference, cfg.budget_metric)
+                    plan = enforce_budget(model, plan_from_gates(model), costs, target, cfg.budget_metric, bits)
+                    _apply_plan_(model, plan, weights_too=False)
             if pruning and step + 1 == prune_end:
                 frozen = plan_from_gates(model)
-                if cfg.budget is not None:
-                    costs, reference, bits = cost_model
-                    target = cfg.budget * getattr(reference, cfg.budget_metric)
-                    frozen = enforce_budget(model, frozen, costs, target, cfg.budget_metric, bits)
             if frozen is not None:
                 _apply_plan_(model, frozen)
 

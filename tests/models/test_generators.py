@@ -26,7 +26,7 @@ def test_forward_backward_is_finite(variant, tiny_generator):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("size", [(33, 47), (32, 32), (6, 10)])
+@pytest.mark.parametrize("size", [(33, 47), (32, 32), (6, 10), (4, 4), (1, 50)])
 def test_stylize_keeps_size_and_range(variant, size, tiny_generator, rgb_batch):
     model = tiny_generator(variant)
     x = rgb_batch(1, *size)

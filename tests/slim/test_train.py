@@ -237,3 +237,14 @@ def test_teacher_training_without_gammas(tiny_generator, tmp_path):
 def test_train_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**kwargs)
+
+
+def test_budget_is_met_even_when_the_pruning_phase_rounds_to_zero_steps(tiny_generator, tmp_path):
+    teacher = tiny_generator("cartoongan")
+    inputs, targets = make_data(teacher)
+    student = make_student(teacher)
+    costs = layer_costs(teacher, (32, 32))
+    reference = plan_cost(teacher, dense_plan(teacher), costs)
+    fit(student, fixed_batches(inputs, targets), quick_config(budget=0.4, steps=1), tmp_path,
+        cost_model=(costs, reference, layer_bits(student)), progress=False)
+    assert plan_cost(student, plan_from_gates(student), costs).macs <= 0.4 * reference.macs

@@ -1,0 +1,139 @@
+"""How long the Compare page takes to show a new student after a slider or bit-width change.
+
+Calls the page's handlers directly (what a slider move runs on the server: pick the student, stylize,
+diff, card) for a 512 px photo, 40 moves of a seeded random walk over the grid, and reports p50/p95 for
+
+  cold: every move is a cache miss (the result cache is emptied first): one student forward + PSNR/SSIM
+        (the first 10 moves only, as each runs a model);
+  warm: after the Compare page's background prefetch for the photo has finished, the normal case;
+  api:  the same warm moves as /compare calls through gradio_client to the app served on a free port:
+        adds uploading and decoding the photo, PNG encoding and HTTP, so it bounds the page's latency
+        (the page sends no photo per move).
+
+    PYTHONPATH=. .venv/bin/python benchmarks/app_latency.py [--checkpoints DIR] [--json OUT]
+
+Without a real grid, build one with the teacher's width first: tests/app/fake_grid.py /tmp/grid.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from gradio_client import Client, handle_file
+from PIL import Image
+
+import app  # first: sets the environment gradio needs before the pages import it
+from gs_core.data.photoset import load_split
+from pages.compare import photo_view, pick_student, student_view
+from pages.store import ModelGrid, load_photo
+
+
+def photo_512(path: Path):
+    """A bundled test photo scaled to 512 px on its longer side (the photo set is stored at 384)."""
+    with Image.open(path) as image:
+        scale = 512 / max(image.size)
+        resized = image.convert("RGB").resize((round(image.width * scale), round(image.height * scale)),
+                                              Image.Resampling.LANCZOS)
+    return load_photo(resized, f"{path.stem}@512")[0]
+
+
+def random_walk(grid: ModelGrid, moves: int, seed: int = 0) -> list[tuple[float, str]]:
+    """(sparsity, bits) after each move: one slider step or another bit width, as a user would."""
+    levels, bits = grid.sparsity_levels(), grid.bits_choices()
+    rng = random.Random(seed)
+    level, width, walk = len(levels) // 2, 0, []
+    while len(walk) < moves:
+        if rng.random() < 0.7 and len(levels) > 1:
+            level = min(max(level + rng.choice((-1, 1)), 0), len(levels) - 1)
+        else:
+            width = rng.choice([i for i in range(len(bits)) if i != width] or [width])
+        walk.append((levels[level], bits[width]))
+    return walk
+
+
+def time_moves(grid: ModelGrid, photo, walk, start: str, clear_cache: bool) -> list[float]:
+    """Milliseconds per move, handlers only: pick_student + student_view."""
+    times, current = [], start
+    for sparsity, bits in walk:
+        if clear_cache:
+            grid.clear_results(keep=grid.teacher_id)
+        began = time.perf_counter()
+        current = pick_student(grid, sparsity, bits, current)
+        student_view(grid, photo, current)
+        times.append((time.perf_counter() - began) * 1000)
+    return times
+
+
+def time_api(grid: ModelGrid, photo, walk) -> list[float]:
+    """Milliseconds per /compare call through gradio_client, the photo sent as a lossless PNG each time."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "photo.png"
+        Image.fromarray(photo.rgb).save(path)  # same pixels, so the server hits the same cached results
+        demo = app.build_app(grid)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False)
+        try:
+            client, times = Client(demo.local_url, verbose=False), []
+            for sparsity, bits in walk:
+                began = time.perf_counter()
+                client.predict(handle_file(str(path)), sparsity, bits, api_name="/compare")
+                times.append((time.perf_counter() - began) * 1000)
+        finally:
+            demo.close()
+    return times
+
+
+def summary(times: list[float]) -> dict:
+    return {"n": len(times), "p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95)),
+            "max_ms": float(max(times))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoints", help="grid folder (default: as app.py)")
+    parser.add_argument("--moves", type=int, default=40)
+    parser.add_argument("--cold-moves", type=int, default=10,
+                        help="cold moves run a model each; fewer keep the benchmark short on 2 cores")
+    parser.add_argument("--json", type=Path, default=Path("runs/app_latency.json"))
+    args = parser.parse_args()
+    app.configure_torch()
+
+    began = time.perf_counter()
+    grid = ModelGrid(app.checkpoints_dir(args.checkpoints))
+    load_s = time.perf_counter() - began
+    photo = photo_512(load_split("test")[0])
+    walk = random_walk(grid, args.moves)
+    start = app.default_student(grid)
+
+    cold = time_moves(grid, photo, walk[:args.cold_moves], start, clear_cache=True)
+    grid.clear_results()
+    began = time.perf_counter()
+    photo_view(grid, photo, start)  # what choosing the photo runs; it queues the prefetch
+    first_view_ms = (time.perf_counter() - began) * 1000
+    grid.wait_for_prefetch()
+    prefetch_s = time.perf_counter() - began
+    warm = time_moves(grid, photo, walk, start, clear_cache=False)
+    api = time_api(grid, photo, walk)
+
+    report = {"photo": f"{photo.name} {photo.rgb.shape[1]}x{photo.rgb.shape[0]}", "models": len(grid.models),
+              "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+              "load_models_s": load_s, "first_photo_view_ms": first_view_ms, "prefetch_done_s": prefetch_s,
+              "cold": summary(cold), "warm": summary(warm),
+              "api": summary(api)}
+    print(json.dumps(report, indent=1))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

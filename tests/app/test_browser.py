@@ -1,0 +1,69 @@
+"""End to end in headless Chromium: upload a photo, move the slider, open every tab."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gs_core.data.photoset import load_split
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Offline, no sandbox (containers), nothing that phones home.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+#: Each tab and the element id of the plot it must show.
+TAB_PLOTS = {"Grid": "grid-psnr", "Layers": "layers-survival", "Pareto": "pareto-plot",
+             "Training": "training-plot", "Compare": None}
+
+pytestmark = [
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
+                                                     "(apt-get install -y chromium)"),
+    pytest.mark.timeout(150),
+]
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(30_000)
+        page.goto(server)
+        yield page
+        browser.close()
+
+
+def _src(page, elem_id: str) -> str:
+    return page.locator(f"#{elem_id} img").first.get_attribute("src") or ""
+
+
+def _wait_for_new_src(page, elem_id: str, old: str) -> str:
+    page.wait_for_function(
+        "([id, old]) => { const img = document.querySelector(`#${id} img`); return img && img.src && img.src !== old }",
+        arg=[elem_id, old])
+    return _src(page, elem_id)
+
+
+def test_upload_slide_and_visit_every_tab(page):
+    page.wait_for_selector("#student-image img")
+    teacher_before = _src(page, "teacher-image")
+
+    # Upload a photo other than the default one: the teacher image must follow it.
+    page.locator("#upload input[type=file]").set_input_files(str(load_split("test")[1]))
+    _wait_for_new_src(page, "teacher-image", teacher_before)
+    student_before = _src(page, "student-image")
+
+    # The fixture grid has levels 25% and 50% and starts at 50% / 8-bit: one keyboard step left is the
+    # 25% student, another picture.
+    slider = page.locator("#sparsity input[type=range]")
+    slider.focus()
+    slider.press("ArrowLeft")
+    _wait_for_new_src(page, "student-image", student_before)
+    assert "gs-s0.25-b8" in page.locator("#student-card").inner_text()
+
+    for tab, plot_id in TAB_PLOTS.items():
+        page.get_by_role("tab", name=tab).click()
+        if plot_id:
+            page.locator(f"#{plot_id} .js-plotly-plot").wait_for(state="visible")
+    assert page.locator("#student-image img").is_visible()

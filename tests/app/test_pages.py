@@ -1,0 +1,93 @@
+"""The pages' data functions on the fixture grid, without a server."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pages.compare import card_markdown, read_uploads, slider_step, student_view
+from pages.grid import baseline_ids, grid_cells, grid_view
+from pages.layers import layer_figures
+from pages.pareto import available_quality, missing_note, pareto_figure, pareto_front
+from pages.store import MAX_SIDE, load_photo
+from pages.training import training_figure
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def photo(photo_path):
+    return load_photo(photo_path, photo_path.stem)[0]
+
+
+def test_grid_levels_bits_and_snapping(grid):
+    assert grid.sparsity_levels() == [0.25, 0.5]
+    assert grid.bits_choices() == ["32", "8", "mixed"]
+    assert grid.pick_gs(0.3, "8") == "gs-s0.25-b8"
+    assert grid.pick_gs(0.9, "32") == "gs-s0.5-b32"
+    assert grid.pick_gs(0.0, "mixed") == "gs-s0.5-bmixed"  # the only mixed one, however far
+
+
+def test_slider_step_lands_on_every_level():
+    assert slider_step([0.25, 0.5, 0.75]) == 0.25
+    assert slider_step([0.3, 0.5, 0.9]) == 0.2
+    assert slider_step([0.5]) == 0.01
+
+
+def test_results_are_cached_and_carry_metrics(grid, photo):
+    first = grid.stylize(photo, "gs-s0.5-b8")
+    assert grid.stylize(photo, "gs-s0.5-b8") is first
+    assert first.image.shape == photo.rgb.shape and first.psnr is not None and -1 <= first.ssim <= 1
+    assert grid.stylize(photo, grid.teacher_id).psnr is None
+
+
+def test_card_and_student_view(grid, photo):
+    image, diff, card = student_view(grid, photo, "gs-s0.25-b8")
+    assert image.shape == diff.shape == photo.rgb.shape
+    assert "gs-s0.25-b8" in card and "this photo" in card and "FID (test set) | n/a" in card
+    assert "this photo" not in card_markdown(grid, "gs-s0.25-b8")  # no photo, no per-photo numbers
+
+
+def test_read_uploads_keeps_good_files_and_explains_bad_ones(tmp_path):
+    big, bad = tmp_path / "big.png", tmp_path / "bad.jpg"
+    Image.new("RGB", (MAX_SIDE * 2, MAX_SIDE), "red").save(big)
+    bad.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    photos, notices, errors = read_uploads([str(big), str(bad)])
+    assert [p.rgb.shape for p in photos] == [(MAX_SIDE // 2, MAX_SIDE, 3)]
+    assert any("downscaled" in n for n in notices)
+    assert len(errors) == 1 and errors[0].startswith("bad.jpg: ")
+
+
+def test_grid_layout(grid, photo):
+    cells = grid_cells(grid)
+    assert cells == ["gs-s0.25-b32", "gs-s0.25-b8", None, "gs-s0.5-b32", "gs-s0.5-b8", "gs-s0.5-bmixed"]
+    assert baseline_ids(grid)[0] == grid.teacher_id
+    gallery, psnr_plot, baselines = grid_view(grid, photo)
+    assert len(gallery) == len(cells) and len(baselines) == 3
+    assert psnr_plot.data[0].z[0][2] is None  # the missing pair stays empty in the heatmap
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    points = pd.DataFrame({"macs": [1, 2, 3, 4], "lpips": [0.5, 0.3, 0.4, 0.1]}, index=list("abcd"))
+    assert list(pareto_front(points, "macs", "lpips", lower_is_better=True).index) == ["a", "b", "d"]
+    assert list(pareto_front(points, "macs", "lpips", lower_is_better=False).index) == ["a"]
+
+
+def test_pareto_says_why_a_metric_is_missing(grid):
+    assert "fid" not in available_quality(grid)
+    assert "InceptionV3" in missing_note(grid)
+    figure = pareto_figure(grid, "macs", "lpips", "gs-s0.5-b8")
+    assert {trace.name for trace in figure.data} >= {"gs", "distill", "prune", "teacher", "selected"}
+
+
+@pytest.mark.parametrize("model_id", ["teacher", "gs-s0.5-bmixed", "distill-s0.5-b32"])
+def test_layer_and_training_figures_for_every_kind_of_model(grid, model_id):
+    survival, heatmap, gammas, bits = layer_figures(grid, model_id)
+    kept, pruned = survival.data
+    assert sum(kept.y) + sum(pruned.y) == sum(c.out_channels for c in grid.models["teacher"].modules()
+                                              if hasattr(c, "out_channels"))
+    assert len(heatmap.data) == 1
+    assert bool(gammas.data) == (model_id.startswith("gs"))  # baselines and the teacher have no gammas
+    assert set(np.unique(bits.data[0].y)) <= {4, 8, 32}
+    assert len(training_figure(grid, model_id).data) == 5  # four losses and channels alive
