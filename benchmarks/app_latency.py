@@ -32,7 +32,7 @@ from PIL import Image
 
 import app  # first: sets the environment gradio needs before the pages import it
 from gs_core.data.photoset import load_split
-from pages.compare import photo_view, pick_student, student_view
+from pages.compare import move_controls, photo_view
 from pages.store import ModelGrid, load_photo
 
 
@@ -60,14 +60,13 @@ def random_walk(grid: ModelGrid, moves: int, seed: int = 0) -> list[tuple[float,
 
 
 def time_moves(grid: ModelGrid, photo, walk, start: str, clear_cache: bool) -> list[float]:
-    """Milliseconds per move, handlers only: pick_student + student_view."""
+    """Milliseconds per move, in the handler a slider or radio move runs."""
     times, current = [], start
     for sparsity, bits in walk:
         if clear_cache:
             grid.clear_results(keep=grid.teacher_id)
         began = time.perf_counter()
-        current = pick_student(grid, sparsity, bits, current)
-        student_view(grid, photo, current)
+        current = move_controls(grid, photo, sparsity, bits, current)[0]
         times.append((time.perf_counter() - began) * 1000)
     return times
 

@@ -31,7 +31,7 @@ class TeacherConfig:
     crop: int = 96
     batch_size: int = 4
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=2500, lr=5e-4, distill_weight=20.0, gan_weight=0.5, ndf=16, checkpoint_every=100, log_every=25))
+        steps=5000, lr=5e-4, distill_weight=20.0, gan_weight=0.5, ndf=16, checkpoint_every=100, log_every=25))
 
 
 PRESETS = {

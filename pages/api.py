@@ -28,7 +28,7 @@ def stylize(grid: ModelGrid, photo: str | None, student: str):
     """Stylize one photo with one model of the manifest (any id, the teacher included)."""
     if student not in grid.models:
         raise gr.Error(f"Unknown student id {student!r}; the manifest has: {', '.join(grid.table.index)}.")
-    return grid.stylize(_photo(photo), student).image
+    return grid.stylize(_photo(photo), student).png
 
 
 def compare(grid: ModelGrid, photo: str | None, sparsity: float, bits: str):
@@ -40,7 +40,7 @@ def compare(grid: ModelGrid, photo: str | None, sparsity: float, bits: str):
     student = grid.pick_gs(float(sparsity), str(bits))
     image = _photo(photo)
     result = grid.stylize(image, student)
-    return grid.stylize(image, grid.teacher_id).image, result.image, card_markdown(grid, student, result)
+    return grid.stylize(image, grid.teacher_id).png, result.png, card_markdown(grid, student, result)
 
 
 def add_api(shared: Shared) -> None:

@@ -19,10 +19,8 @@ from PIL import Image
 from gs_core.data.images import ImageLoadError
 from gs_core.data.photoset import load_split
 from pages import UI_EVENT, Shared
-from pages.store import ModelGrid, Photo, Stylized, load_photo
+from pages.store import DIFF_GAIN, ModelGrid, Photo, Stylized, load_photo
 
-#: |teacher - student| is mostly a few grey levels; this gain makes it visible.
-DIFF_GAIN = 4
 THUMBNAIL_SIDE = 160
 METHOD_NAMES = {"teacher": "Teacher", "gs": "GAN Slimming", "distill": "Distillation only",
                 "prune": "Pruning only", "quant": "Quantization only", "stacked": "Prune, then quantize"}
@@ -71,11 +69,6 @@ def slider_step(levels: list[float]) -> float:
     return step / 100 if step else 0.01
 
 
-def difference(teacher: np.ndarray, student: np.ndarray) -> np.ndarray:
-    diff = np.abs(teacher.astype(np.int16) - student.astype(np.int16)) * DIFF_GAIN
-    return np.clip(diff, 0, 255).astype(np.uint8)
-
-
 def _count(value: float, unit: str = "") -> str:
     for scale, prefix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
         if abs(value) >= scale:
@@ -116,27 +109,38 @@ def card_markdown(grid: ModelGrid, model_id: str, result: Stylized | None = None
 
 
 def student_view(grid: ModelGrid, photo: Photo | None, student_id: str):
-    """(student image, difference image, card) for the session's photo."""
+    """(student image, difference image, card) for the session's photo; the images as PNG paths."""
     if photo is None:
         return None, None, card_markdown(grid, student_id)
-    teacher, result = grid.stylize(photo, grid.teacher_id), grid.stylize(photo, student_id)
-    return result.image, difference(teacher.image, result.image), card_markdown(grid, student_id, result)
+    result = grid.stylize(photo, student_id)
+    if result.diff_png is None:  # the teacher against itself
+        return result.png, None, card_markdown(grid, student_id)
+    return result.png, result.diff_png, card_markdown(grid, student_id, result)
 
 
 def photo_view(grid: ModelGrid, photo: Photo | None, student_id: str):
-    """Everything on the page for a newly chosen photo; starts stylizing the neighbours in the background."""
+    """(teacher image, *student_view, student shown) for a newly chosen photo; starts the prefetch."""
     if photo is None:
-        return (None, *student_view(grid, None, student_id))
-    teacher = grid.stylize(photo, grid.teacher_id).image
+        return (None, *student_view(grid, None, student_id), student_id)
+    teacher = grid.stylize(photo, grid.teacher_id).png
     view = student_view(grid, photo, student_id)
     # The students one slider or radio step away first: they are what the user asks for next.
     others = [m for m in grid.table.index if m not in grid.gs.index]
     grid.prefetch(photo, grid.gs_by_distance(student_id) + others)
-    return (teacher, *view)
+    return (teacher, *view, student_id)
 
 
-def pick_student(grid: ModelGrid, sparsity: float, bits: str, current: str) -> str:
-    return grid.pick_gs(sparsity, bits) or current
+def move_controls(grid: ModelGrid, photo: Photo | None, sparsity: float, bits: str, current: str):
+    """A slider or radio move: (student id, *student_view, student shown), in one round trip."""
+    student_id = grid.pick_gs(sparsity, bits) or current
+    return (student_id, *student_view(grid, photo, student_id), student_id)
+
+
+def follow_selection(grid: ModelGrid, photo: Photo | None, student_id: str, shown: str | None):
+    """A student chosen anywhere: (*student_view, student shown); nothing to do when it is already shown."""
+    if student_id == shown:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    return (*student_view(grid, photo, student_id), student_id)
 
 
 def controls_for(grid: ModelGrid, student_id: str, sparsity: float, bits: str):
@@ -153,6 +157,7 @@ def add_compare_page(shared: Shared, examples: list[Photo]) -> None:
     levels, bits_choices = grid.sparsity_levels() or [0.0], grid.bits_choices() or ["32"]
     start = grid.gs.loc[shared.student.value] if shared.student.value in grid.gs.index else None
     uploads = gr.State([])  # this session's uploaded Photos
+    shown = gr.State(None)  # the student whose picture is on screen, so a selection is not drawn twice
     with gr.Row():
         with gr.Column(scale=1, min_width=260):
             gallery = gr.Gallery(gallery_items(examples, []), label="Photos (click one to use it)", columns=3,
@@ -175,7 +180,7 @@ def add_compare_page(shared: Shared, examples: list[Photo]) -> None:
                                       elem_id="diff-image")
             card = gr.Markdown(elem_id="student-card")
 
-    student_outputs = [student_image, diff_image, card]
+    student_outputs = [student_image, diff_image, card, shown]
     photo_outputs = [teacher_image, *student_outputs]
 
     def choose(uploaded: list[Photo], evt: gr.SelectData) -> Photo:
@@ -192,16 +197,18 @@ def add_compare_page(shared: Shared, examples: list[Photo]) -> None:
         return (uploaded, photos[0] if photos else current, gallery_items(examples, uploaded), "\n\n".join(lines),
                 None)
 
-    show_photo, show_student = partial(photo_view, grid), partial(student_view, grid)
+    show_photo = partial(photo_view, grid)
     gallery.select(choose, [uploads], [shared.photo], **UI_EVENT).then(
         show_photo, [shared.photo, shared.student], photo_outputs, **UI_EVENT)
     upload.upload(add_uploads, [upload, uploads, shared.photo], [uploads, shared.photo, gallery, notice, upload],
                   **UI_EVENT).then(show_photo, [shared.photo, shared.student], photo_outputs, **UI_EVENT)
     shared.demo.load(show_photo, [shared.photo, shared.student], photo_outputs, **UI_EVENT)
     # .input, not .change: only a user's move picks a student; the sync below moves them programmatically.
-    gr.on([slider.input, bits.input], lambda s, b, cur: pick_student(grid, s, b, cur),
-          [slider, bits, shared.student], shared.student, trigger_mode="always_last", **UI_EVENT)
-    shared.student.change(show_student, [shared.photo, shared.student], student_outputs,
+    # The move draws the student itself (one round trip instead of two), and sets `shown` so that the
+    # dropdown's change event it causes finds nothing left to draw.
+    gr.on([slider.input, bits.input], partial(move_controls, grid), [shared.photo, slider, bits, shared.student],
+          [shared.student, *student_outputs], trigger_mode="always_last", **UI_EVENT)
+    shared.student.change(partial(follow_selection, grid), [shared.photo, shared.student, shown], student_outputs,
                           trigger_mode="always_last", **UI_EVENT)
     shared.student.change(lambda sid, s, b: controls_for(grid, sid, s, b), [shared.student, slider, bits],
                           [slider, bits], **UI_EVENT)

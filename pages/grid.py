@@ -63,9 +63,9 @@ def grid_view(grid: ModelGrid, photo: Photo | None):
             psnrs.append(None)
         else:
             result = grid.stylize(photo, model_id)
-            cells.append((result.image, _caption(grid, model_id)))
+            cells.append((result.png, _caption(grid, model_id)))
             psnrs.append(result.psnr)
-    baselines = [(grid.stylize(photo, m).image, _caption(grid, m)) for m in baseline_ids(grid)]
+    baselines = [(grid.stylize(photo, m).png, _caption(grid, m)) for m in baseline_ids(grid)]
     return cells, psnr_figure(grid, psnrs), baselines
 
 

@@ -153,12 +153,15 @@ class LPIPSMetric:
             metric._model = _build_lpips(net)
         return metric
 
-    @torch.inference_mode()
-    def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Per-image distances, shape [N], for two N x 3 x H x W batches in [0, 1]."""
+    def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Per-image distances, shape [N], for two N x 3 x H x W batches in [0, 1]; differentiable (a loss)."""
         if a.shape != b.shape:
             raise ValueError(f"images differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
         return self._model(a, b, normalize=True).flatten()  # normalize=True maps [0,1] -> [-1,1]
+
+    @torch.inference_mode()
+    def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.distance(a, b)
 
 
 # -------------------------------------------------------------------------------------------- FID

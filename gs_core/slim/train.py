@@ -34,6 +34,7 @@ from gs_core.models import PatchDiscriminator
 from gs_core.slim.gates import gamma_parameters, gates_of, soft_threshold_
 from gs_core.slim.plan import Plan, enforce_budget, plan_cost, plan_from_gates
 
+DISTILL_LOSSES = ("l1", "mse", "lpips", "lpips-vgg")
 STATE = "state.pt"
 LOG = "log.jsonl"
 
@@ -47,7 +48,7 @@ class TrainConfig:
     budget: float | None = None  # budget mode: keep this fraction of the teacher's `budget_metric`
     budget_metric: str = "macs"  # "macs" or "size_bits"
     finetune_fraction: float = 0.25
-    distill: str = "l1"  # "l1" or "mse"
+    distill: str = "l1"  # "l1", "mse", or L1 plus a perceptual term: "lpips" (AlexNet) or "lpips-vgg" (VGG16)
     distill_weight: float = 10.0  # beta
     gan_weight: float = 1.0  # 0 switches the discriminator off
     ndf: int = 16
@@ -57,8 +58,8 @@ class TrainConfig:
     log_every: int = 10
 
     def __post_init__(self):
-        if self.distill not in ("l1", "mse"):
-            raise ValueError(f"distill must be 'l1' or 'mse', got {self.distill!r}")
+        if self.distill not in DISTILL_LOSSES:
+            raise ValueError(f"distill must be one of {DISTILL_LOSSES}, got {self.distill!r}")
         if self.budget_metric not in ("macs", "size_bits"):
             raise ValueError(f"budget_metric must be 'macs' or 'size_bits', got {self.budget_metric!r}")
         if self.budget is not None and not 0 < self.budget <= 1:
@@ -76,6 +77,19 @@ Batches = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
 
 def _cosine(step: int, steps: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * step / steps))
+
+
+def _distillation_loss(kind: str, model: nn.Module):
+    """Pixel loss, or L1 plus LPIPS on RGB images (the GS paper distils with VGG features; LPIPS-VGG is a
+    calibrated distance on those features). The perceptual ones need ImageNet weights in the torch cache and
+    raise MissingWeightsError at once when they are absent."""
+    if kind in ("l1", "mse"):
+        return F.l1_loss if kind == "l1" else F.mse_loss
+    from gs_core.eval.quality import LPIPSMetric
+
+    perceptual = LPIPSMetric("alex" if kind == "lpips" else "vgg")
+    return lambda fake, target: (F.l1_loss(fake, target)
+                                 + perceptual.distance(model.postprocess(fake), model.postprocess(target)).mean())
 
 
 def _check_finite(loss: torch.Tensor, which: str, step: int, state_path: Path) -> None:
@@ -137,7 +151,7 @@ def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Pat
     opt_w = torch.optim.Adam(weights, lr=cfg.lr, betas=(0.5, 0.999))
     opt_g = torch.optim.SGD(gammas, lr=cfg.lr_gamma) if gammas else None
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.999)) if disc else None
-    distill = F.l1_loss if cfg.distill == "l1" else F.mse_loss
+    distill = _distillation_loss(cfg.distill, model)
     # At least one pruning step, so even a very short run freezes a plan and meets its budget.
     prune_end = max(1, int(cfg.steps * (1 - cfg.finetune_fraction))) if gammas else 0
     pruning = bool(gammas) and (cfg.rho > 0 or cfg.budget is not None)

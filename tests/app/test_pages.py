@@ -44,7 +44,8 @@ def test_results_are_cached_and_carry_metrics(grid, photo):
 
 def test_card_and_student_view(grid, photo):
     image, diff, card = student_view(grid, photo, "gs-s0.25-b8")
-    assert image.shape == diff.shape == photo.rgb.shape
+    with Image.open(image) as student, Image.open(diff) as difference:
+        assert student.size == difference.size == (photo.rgb.shape[1], photo.rgb.shape[0])
     assert "gs-s0.25-b8" in card and "this photo" in card and "FID (test set) | n/a" in card
     assert "this photo" not in card_markdown(grid, "gs-s0.25-b8")  # no photo, no per-photo numbers
 

@@ -248,3 +248,15 @@ def test_budget_is_met_even_when_the_pruning_phase_rounds_to_zero_steps(tiny_gen
     fit(student, fixed_batches(inputs, targets), quick_config(budget=0.4, steps=1), tmp_path,
         cost_model=(costs, reference, layer_bits(student)), progress=False)
     assert plan_cost(student, plan_from_gates(student), costs).macs <= 0.4 * reference.macs
+
+
+@pytest.mark.parametrize("kind", ["lpips", "lpips-vgg"])
+def test_perceptual_distillation_fails_fast_without_its_weights(kind, tiny_generator, tmp_path, monkeypatch):
+    from gs_core.eval.backbones import MissingWeightsError
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-cache"))
+    teacher = tiny_generator("cartoongan")
+    inputs, targets = make_data(teacher)
+    with pytest.raises(MissingWeightsError, match="fetch-weights"):
+        fit(make_student(teacher), fixed_batches(inputs, targets), quick_config(distill=kind), tmp_path / "run",
+            progress=False)
