@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -28,13 +29,16 @@ class CheckpointError(ValueError):
     """A file that cannot be loaded as a model; the message says which file and why."""
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+@contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary name beside `path`; rename it to `path` once the block succeeds, delete it otherwise.
+    A crash never leaves half a file where a reader (or a resumed run) would find it."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -42,19 +46,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_card(folder: Path, card: dict) -> None:
-    atomic_write_bytes(Path(folder) / CARD, (json.dumps(card, indent=1, default=_jsonable) + "\n").encode())
+    with atomic_path(Path(folder) / CARD) as tmp:
+        Path(tmp).write_text(json.dumps(card, indent=1, default=_jsonable) + "\n")
 
 
 def _jsonable(value):
@@ -70,20 +68,9 @@ def save_model(model: Generator, folder: str | Path, card: dict | None = None) -
     folder = Path(folder)
     spec = spec_of(model)
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=_mkdir(folder), prefix=f".{WEIGHTS}.")
-    os.close(fd)
-    try:
+    with atomic_path(folder / WEIGHTS) as tmp:
         save_file(state, tmp, metadata={"gs_spec": json.dumps(spec), "format_version": str(FORMAT_VERSION)})
-        os.replace(tmp, folder / WEIGHTS)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     write_card(folder, {"format_version": FORMAT_VERSION, **(card or {}), "architecture": spec})
-    return folder
-
-
-def _mkdir(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 

@@ -16,6 +16,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from gs_core.checkpoint import atomic_path
 from gs_core.data.cartoon_style import cartoonize
 from gs_core.data.images import load_rgb, to_tensor, to_uint8
 from gs_core.models import Generator
@@ -55,10 +56,8 @@ def distillation_pairs(teacher: Generator, paths: list[Path], size: int, cache_d
     teacher = teacher.eval()
     inputs = teacher.preprocess(five_crops(paths, size))
     outputs = torch.cat([teacher(inputs[i:i + batch]) for i in range(0, len(inputs), batch)])
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    save_file({"inputs": inputs.contiguous(), "outputs": outputs.contiguous()}, str(tmp))
-    tmp.replace(cache)
+    with atomic_path(cache) as tmp:
+        save_file({"inputs": inputs.contiguous(), "outputs": outputs.contiguous()}, tmp)
     return inputs, outputs
 
 

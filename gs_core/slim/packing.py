@@ -63,7 +63,10 @@ def unpack_state(state: dict[str, torch.Tensor], layout: dict) -> dict[str, torc
 def save_packed(model: torch.nn.Module, path) -> int:
     """Write the packed file; returns the bits of tensor payload stored (what size_bits estimates)."""
     state, layout = pack_state(model)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata={"layout": json.dumps(layout)})
+    from gs_core.checkpoint import atomic_path  # checkpoint imports slim; import here to keep the graph acyclic
+
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in state.items()}, tmp, metadata={"layout": json.dumps(layout)})
     return sum(v.numel() * v.element_size() * 8 for v in state.values())
 
 
