@@ -91,7 +91,8 @@ def main() -> None:
     except (FileNotFoundError, ValueError) as err:  # CheckpointError is a ValueError
         parser.exit(1, f"error: {err}\n")
     log.info("loaded %d models from %s in %.1f s", len(grid.models), grid.root, time.perf_counter() - started)
-    build_app(grid).launch(server_name=args.host, server_port=args.port, ssr_mode=False)
+    # Uploads are capped well above any camera photo; decompression bombs are refused when decoded.
+    build_app(grid).launch(server_name=args.host, server_port=args.port, ssr_mode=False, max_file_size="50mb")
 
 
 if __name__ == "__main__":

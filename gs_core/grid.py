@@ -173,7 +173,11 @@ def run_grid(cfg: GridConfig, teacher_path: str | Path, out: str | Path, run_dir
     test_dir = Path(load_split("test", photos_root)[0]).parent
     inputs, outputs = distillation_pairs(teacher, train_photos, cfg.size, Path(run_dir) / "cache")
     targets = None
-    points = [p for p in cfg.points() if not only or p.id in only]
+    by_id = {p.id: p for p in cfg.points()}
+    unknown = [i for i in only or () if i not in by_id]
+    if unknown:
+        raise ValueError(f"no grid points {unknown}; this preset has: {', '.join(by_id)}")
+    points = [by_id[i] for i in only] if only else list(by_id.values())  # `only` also sets the order
     todo = [p for p in points if not _finished(out / "grid" / p.id)]
     _measure_teacher(teacher_path, cfg, test_dir)
     failures = {}

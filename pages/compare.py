@@ -1,9 +1,9 @@
 """Compare (home page): a photo, the teacher's and the selected student's stylization, their difference.
 
-The sparsity slider and the bit-width radio pick a GS student by setting the shared student dropdown;
-the dropdown's change event then redraws the student side, so a student chosen on another page (the
-Pareto plot, the grid) shows up here too. The handlers are plain functions of (grid, values) so the
-latency benchmark can call them directly.
+The sparsity slider and the bit-width radio pick a GS student: they set the shared student dropdown and
+draw it in the same round trip. A student chosen on another page (the Pareto plot, the grid) arrives
+through the dropdown's change event, which redraws this page and moves the controls to match. The
+handlers are plain functions of (grid, values) so the latency benchmark can call them directly.
 """
 from __future__ import annotations
 
@@ -137,18 +137,19 @@ def move_controls(grid: ModelGrid, photo: Photo | None, sparsity: float, bits: s
 
 
 def follow_selection(grid: ModelGrid, photo: Photo | None, student_id: str, shown: str | None):
-    """A student chosen anywhere: (*student_view, student shown); nothing to do when it is already shown."""
+    """A student chosen on another page: (*student_view, student shown, slider, radio).
+
+    Nothing to do when it is already on screen, which is the case when the slider or radio chose it; the
+    controls move to a GS student's level and bits, and stay put for a baseline (not on the slider).
+    """
     if student_id == shown:
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-    return (*student_view(grid, photo, student_id), student_id)
-
-
-def controls_for(grid: ModelGrid, student_id: str, sparsity: float, bits: str):
-    """Move the slider and radio to a GS student chosen elsewhere; leave them be if they already point at it."""
-    if student_id not in grid.gs.index or grid.pick_gs(sparsity, bits) == student_id:
-        return gr.skip(), gr.skip()
-    row = grid.gs.loc[student_id]
-    return float(row["sparsity_target"]), row["bits_label"]
+        return (gr.skip(),) * 6
+    if student_id in grid.gs.index:
+        row = grid.gs.loc[student_id]
+        controls = float(row["sparsity_target"]), row["bits_label"]
+    else:
+        controls = gr.skip(), gr.skip()
+    return (*student_view(grid, photo, student_id), student_id, *controls)
 
 
 # ----------------------------------------------------------------------------------------- page
@@ -174,9 +175,9 @@ def add_compare_page(shared: Shared, examples: list[Photo]) -> None:
                 bits = gr.Radio(bits_choices, value=start["bits_label"] if start is not None else bits_choices[0],
                                 label="Weight bits", elem_id="bits")
             with gr.Row():
-                teacher_image = gr.Image(label="Teacher", format="png", interactive=False, elem_id="teacher-image")
-                student_image = gr.Image(label="Student", format="png", interactive=False, elem_id="student-image")
-                diff_image = gr.Image(label=f"|teacher − student| × {DIFF_GAIN}", format="png", interactive=False,
+                teacher_image = gr.Image(label="Teacher", interactive=False, elem_id="teacher-image")
+                student_image = gr.Image(label="Student", interactive=False, elem_id="student-image")
+                diff_image = gr.Image(label=f"|teacher − student| × {DIFF_GAIN}", interactive=False,
                                       elem_id="diff-image")
             card = gr.Markdown(elem_id="student-card")
 
@@ -203,12 +204,10 @@ def add_compare_page(shared: Shared, examples: list[Photo]) -> None:
     upload.upload(add_uploads, [upload, uploads, shared.photo], [uploads, shared.photo, gallery, notice, upload],
                   **UI_EVENT).then(show_photo, [shared.photo, shared.student], photo_outputs, **UI_EVENT)
     shared.demo.load(show_photo, [shared.photo, shared.student], photo_outputs, **UI_EVENT)
-    # .input, not .change: only a user's move picks a student; the sync below moves them programmatically.
-    # The move draws the student itself (one round trip instead of two), and sets `shown` so that the
-    # dropdown's change event it causes finds nothing left to draw.
+    # .input, not .change: only a user's move picks a student; follow_selection moves the controls too.
+    # The move draws the student itself (one round trip instead of two) and sets `shown`, so the
+    # dropdown's change event it causes finds nothing left to do.
     gr.on([slider.input, bits.input], partial(move_controls, grid), [shared.photo, slider, bits, shared.student],
           [shared.student, *student_outputs], trigger_mode="always_last", **UI_EVENT)
-    shared.student.change(partial(follow_selection, grid), [shared.photo, shared.student, shown], student_outputs,
-                          trigger_mode="always_last", **UI_EVENT)
-    shared.student.change(lambda sid, s, b: controls_for(grid, sid, s, b), [shared.student, slider, bits],
-                          [slider, bits], **UI_EVENT)
+    shared.student.change(partial(follow_selection, grid), [shared.photo, shared.student, shown],
+                          [*student_outputs, slider, bits], trigger_mode="always_last", **UI_EVENT)

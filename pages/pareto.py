@@ -117,4 +117,4 @@ def add_pareto_page(shared: Shared) -> None:
     gr.on([shared.demo.load, x.change, y.change, shared.student.change], draw, [x, y, shared.student], plot,
           **UI_EVENT)
     shared.demo.load(None, js=CLICK_TO_SELECT_JS, **UI_EVENT)
-    clicked.input(select, clicked, [shared.student, clicked], **UI_EVENT)
+    clicked.change(select, clicked, [shared.student, clicked], **UI_EVENT)

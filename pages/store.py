@@ -32,7 +32,7 @@ from gs_core.slim.quant import conv_layers
 log = logging.getLogger(__name__)
 
 #: Uploads larger than this on their longer side are downscaled (with a notice): the generators are
-#: fully convolutional, so cost grows with pixels, and 1024 px keeps one stylization near a second.
+#: fully convolutional, so cost grows with pixels; 1024 px keeps one stylization to a few seconds on 2 cores.
 MAX_SIDE = 1024
 #: Stylized results kept in memory; a 1024 px result is 3 MB, so this bounds the cache near 400 MB
 #: and comfortably holds a whole grid for the few photos a session looks at.
@@ -87,7 +87,8 @@ def bits_label(bits) -> str:
 
 
 class ModelGrid:
-    """The checkpoint grid: `table` (the manifest, indexed by id), `cards`, models and result cache."""
+    """The checkpoint grid: `table` (the manifest, indexed by id), its GS rows `gs`, `cards`, `models`,
+    and the result cache."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -104,6 +105,7 @@ class ModelGrid:
         if len(teachers) != 1:
             raise ValueError(f"{manifest} must list exactly one teacher, found {len(teachers)}")
         self.teacher_id = teachers[0]
+        self.gs = self.table[self.table["method"] == "gs"]
         self.cards = {mid: read_card(self.root / path) for mid, path in self.table["path"].items()}
         # Keyed by resolved folder so two ids pointing at one folder share a model.
         by_path: dict[Path, torch.nn.Module] = {}
@@ -116,14 +118,10 @@ class ModelGrid:
         self._pending: dict[tuple[str, str], Future] = {}
         # In the system temp folder, where Gradio accepts files returned by event handlers.
         self._files = tempfile.TemporaryDirectory(prefix="gs-studio-")
-        # One background worker: prefetching must not take both cores from the request being served.
+        # One background worker, so prefetching runs one model at a time next to the requests being served.
         self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gs-prefetch")
 
     # ------------------------------------------------------------------------------- the GS grid
-    @property
-    def gs(self) -> pd.DataFrame:
-        return self.table[self.table["method"] == "gs"]
-
     def sparsity_levels(self) -> list[float]:
         return sorted(float(v) for v in self.gs["sparsity_target"].unique())
 

@@ -67,3 +67,16 @@ def test_upload_slide_and_visit_every_tab(page):
         if plot_id:
             page.locator(f"#{plot_id} .js-plotly-plot").wait_for(state="visible")
     assert page.locator("#student-image img").is_visible()
+
+
+def test_clicking_a_pareto_point_selects_it_on_every_page(page):
+    page.get_by_role("tab", name="Pareto").click()
+    point = page.locator("#pareto-plot .scatterlayer .trace .points path").first  # the teacher's series
+    point.wait_for(state="visible")
+    box = point.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)  # plotly decides what was clicked from the hover that precedes the click
+    page.mouse.click(x, y)
+    page.wait_for_function("() => document.querySelector('#student input').value.startsWith('teacher')")
+    page.get_by_role("tab", name="Compare").click()
+    page.wait_for_function("() => document.querySelector('#student-card').innerText.includes('Teacher')")
