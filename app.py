@@ -20,7 +20,7 @@ from pathlib import Path  # noqa: E402
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
-from pages import Shared  # noqa: E402
+from pages import UI_EVENT, Shared, follow_student  # noqa: E402
 from pages.api import add_api  # noqa: E402
 from pages.compare import add_compare_page, load_examples  # noqa: E402
 from pages.grid import add_grid_page  # noqa: E402
@@ -60,20 +60,25 @@ def build_app(grid: ModelGrid) -> gr.Blocks:
         photo = gr.State(examples[0] if examples else None)
         student = gr.Dropdown([(grid.label(m), m) for m in grid.table.index], value=default_student(grid),
                               label="Student (selected on every page)", elem_id="student")
-        shared = Shared(grid=grid, demo=demo, photo=photo, student=student)
+        shared = Shared(grid=grid, demo=demo, photo=photo, student=student, tab=gr.State("compare"))
         with gr.Tabs():
-            with gr.Tab("Compare", id="compare"):
-                add_compare_page(shared, examples)
+            with gr.Tab("Compare", id="compare") as compare_tab:
+                add_compare_page(shared, compare_tab, examples)
             with gr.Tab("Grid", id="grid") as grid_tab:
                 add_grid_page(shared, grid_tab)
-            with gr.Tab("Layers", id="layers"):
-                add_layers_page(shared)
-            with gr.Tab("Pareto", id="pareto"):
-                add_pareto_page(shared)
-            with gr.Tab("Training", id="training"):
-                add_training_page(shared)
+            with gr.Tab("Layers", id="layers") as layers_tab:
+                add_layers_page(shared, layers_tab)
+            with gr.Tab("Pareto", id="pareto") as pareto_tab:
+                add_pareto_page(shared, pareto_tab)
+            with gr.Tab("Training", id="training") as training_tab:
+                add_training_page(shared, training_tab)
+        # Pages behind another tab skip redrawing when the student changes (pages.follow_student).
+        for tab in (compare_tab, grid_tab, layers_tab, pareto_tab, training_tab):
+            tab.select(lambda tab_id=tab.id: tab_id, None, shared.tab, **UI_EVENT)
+        follow_student(shared)
         add_api(shared)
-    # Two events at a time: one per core. Slow ones (the Grid tab) then never hold up a slider move.
+    # Each event handler serves two sessions at a time, one per core; different handlers (a slider move,
+    # the Grid tab's many models) never wait for each other.
     return demo.queue(default_concurrency_limit=2)
 
 

@@ -7,10 +7,11 @@ diff, card) for a 512 px photo, 40 moves of a seeded random walk over the grid, 
         (the first 10 moves only, as each runs a model);
   warm: after the Compare page's background prefetch for the photo has finished, the normal case;
   api:  the same warm moves as /compare calls through gradio_client to the app served on a free port:
-        adds uploading and decoding the photo, PNG encoding and HTTP, so it bounds the page's latency
-        (the page sends no photo per move).
+        adds uploading and decoding the photo, Gradio's queue and HTTP (the page sends no photo per move);
+  browser (with --browser): slider key press to new picture decoded in headless Chromium, timed by the
+        page's clock: what a user sees; the browser shares the machine's cores with the server.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/app_latency.py [--checkpoints DIR] [--json OUT]
+    PYTHONPATH=. .venv/bin/python benchmarks/app_latency.py [--checkpoints DIR] [--json OUT] [--browser]
 
 Without a real grid, build one with the teacher's width first: tests/app/fake_grid.py /tmp/grid.
 """
@@ -23,6 +24,7 @@ import random
 import socket
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -71,28 +73,81 @@ def time_moves(grid: ModelGrid, photo, walk, start: str, clear_cache: bool) -> l
     return times
 
 
-def time_api(grid: ModelGrid, photo, walk) -> list[float]:
-    """Milliseconds per /compare call through gradio_client, the photo sent as a lossless PNG each time."""
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "photo.png"
-        Image.fromarray(photo.rgb).save(path)  # same pixels, so the server hits the same cached results
-        demo = app.build_app(grid)
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False)
-        try:
-            client, times = Client(demo.local_url, verbose=False), []
-            for sparsity, bits in walk:
-                began = time.perf_counter()
-                client.predict(handle_file(str(path)), sparsity, bits, api_name="/compare")
-                times.append((time.perf_counter() - began) * 1000)
-        finally:
-            demo.close()
+@contextmanager
+def served(grid: ModelGrid):
+    """The app on a free local port, in this process (so the benchmark can wait for its prefetch)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    demo = app.build_app(grid)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False)
+    try:
+        yield demo.local_url
+    finally:
+        demo.close()
+
+
+def time_api(url: str, photo_png: Path, walk) -> list[float]:
+    """Milliseconds per /compare call through gradio_client, the photo sent each time."""
+    client, times = Client(url, verbose=False), []
+    for sparsity, bits in walk:
+        began = time.perf_counter()
+        client.predict(handle_file(str(photo_png)), sparsity, bits, api_name="/compare")
+        times.append((time.perf_counter() - began) * 1000)
+    return times
+
+
+#: Installed in the page: stamps (browser clock) of the last key press and of when a new student
+#: picture had decoded, so Playwright's own round trips do not count.
+STAMP_MOVES_JS = """
+() => {
+  const box = document.querySelector("#student-image");
+  const stamps = window.gsStamps = {pressed: 0, shown: 0, src: box.querySelector("img").src};
+  document.addEventListener("keydown", () => { stamps.pressed = performance.now(); }, true);
+  new MutationObserver(() => {
+    const img = box.querySelector("img");
+    if (!img || img.src === stamps.src) return;
+    stamps.src = img.src;
+    img.decode().then(() => { stamps.shown = performance.now(); }, () => {});
+  }).observe(box, {subtree: true, childList: true, attributes: true, attributeFilter: ["src"]});
+}
+"""
+
+
+def time_browser(url: str, grid: ModelGrid, photo_png: Path, moves: int) -> list[float]:
+    """Milliseconds from a slider key press in headless Chromium to the new student picture, decoded.
+
+    Uploads the photo, waits for its prefetch, then steps the slider right and left in turn.
+    """
+    # Imported here: only this mode needs Playwright, and the browser settings are the e2e test's.
+    from playwright.sync_api import sync_playwright
+
+    from tests.app.test_browser import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        page.wait_for_selector("#student-image img")
+        page.locator("#upload input[type=file]").set_input_files(str(photo_png))
+        page.wait_for_function("() => document.querySelector('#photo-gallery').innerText.includes('uploaded')")
+        time.sleep(1)  # the upload's photo_view has queued the prefetch by now
+        grid.wait_for_prefetch()
+        page.evaluate(STAMP_MOVES_JS)
+        slider, times = page.locator("#sparsity input[type=range]"), []
+        at_top = float(slider.input_value()) >= grid.sparsity_levels()[-1]
+        for move in range(moves):
+            slider.focus()
+            slider.press("ArrowLeft" if (move % 2 == 0) == at_top else "ArrowRight")
+            page.wait_for_function("() => window.gsStamps.shown > window.gsStamps.pressed")
+            times.append(page.evaluate("() => window.gsStamps.shown - window.gsStamps.pressed"))
+        browser.close()
     return times
 
 
 def summary(times: list[float]) -> dict:
+    if not times:  # e.g. --cold-moves 0
+        return {"n": 0}
     return {"n": len(times), "p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95)),
             "max_ms": float(max(times))}
 
@@ -103,12 +158,17 @@ def main() -> None:
     parser.add_argument("--moves", type=int, default=40)
     parser.add_argument("--cold-moves", type=int, default=10,
                         help="cold moves run a model each; fewer keep the benchmark short on 2 cores")
+    parser.add_argument("--browser", action="store_true",
+                        help="also time slider moves end to end in headless Chromium (/usr/bin/chromium)")
     parser.add_argument("--json", type=Path, default=Path("runs/app_latency.json"))
     args = parser.parse_args()
     app.configure_torch()
 
     began = time.perf_counter()
-    grid = ModelGrid(app.checkpoints_dir(args.checkpoints))
+    try:
+        grid = ModelGrid(app.checkpoints_dir(args.checkpoints))
+    except (FileNotFoundError, ValueError) as err:
+        parser.exit(1, f"error: {err}\n")
     load_s = time.perf_counter() - began
     photo = photo_512(load_split("test")[0])
     walk = random_walk(grid, args.moves)
@@ -122,13 +182,17 @@ def main() -> None:
     grid.wait_for_prefetch()
     prefetch_s = time.perf_counter() - began
     warm = time_moves(grid, photo, walk, start, clear_cache=False)
-    api = time_api(grid, photo, walk)
 
     report = {"photo": f"{photo.name} {photo.rgb.shape[1]}x{photo.rgb.shape[0]}", "models": len(grid.models),
               "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
               "load_models_s": load_s, "first_photo_view_ms": first_view_ms, "prefetch_done_s": prefetch_s,
-              "cold": summary(cold), "warm": summary(warm),
-              "api": summary(api)}
+              "cold": summary(cold), "warm": summary(warm)}
+    with tempfile.TemporaryDirectory() as folder, served(grid) as url:
+        photo_png = Path(folder) / f"{photo.name}.png"
+        Image.fromarray(photo.rgb).save(photo_png)  # lossless: same pixels, same cached results
+        report["api"] = summary(time_api(url, photo_png, walk))
+        if args.browser:
+            report["browser"] = summary(time_browser(url, grid, photo_png, args.moves))
     print(json.dumps(report, indent=1))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1) + "\n")

@@ -5,6 +5,7 @@ while a script sends a file with each call. Bad input raises gr.Error, whose mes
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -52,8 +53,9 @@ def add_api(shared: Shared) -> None:
         bits = gr.Textbox(label="bits")
         teacher_image = gr.Image(label="teacher")
         student_image = gr.Image(label="student")
-        card = gr.Markdown()
+        card = gr.Markdown(label="card")
         stylize_button, compare_button = gr.Button(), gr.Button()
-    stylize_button.click(lambda p, s: stylize(grid, p, s), [photo, student], student_image, api_name="stylize")
-    compare_button.click(lambda p, s, b: compare(grid, p, s, b), [photo, sparsity, bits],
-                         [teacher_image, student_image, card], api_name="compare")
+    stylize_button.click(partial(stylize, grid), [photo, student], student_image, api_name="stylize",
+                         api_description=stylize.__doc__)
+    compare_button.click(partial(compare, grid), [photo, sparsity, bits], [teacher_image, student_image, card],
+                         api_name="compare", api_description=compare.__doc__)

@@ -1,8 +1,8 @@
 """Compare (home page): a photo, the teacher's and the selected student's stylization, their difference.
 
 The sparsity slider and the bit-width radio pick a GS student: they set the shared student dropdown and
-draw it in the same round trip. A student chosen on another page (the Pareto plot, the grid) arrives
-through the dropdown's change event, which redraws this page and moves the controls to match. The
+draw it in the same round trip. A student chosen on another page (the Pareto plot, the grid) is drawn,
+and the controls moved to match, when this tab is opened again (or at once, from the dropdown). The
 handlers are plain functions of (grid, values) so the latency benchmark can call them directly.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from PIL import Image
 
 from gs_core.data.images import ImageLoadError
 from gs_core.data.photoset import load_split
-from pages import UI_EVENT, Shared
+from pages import UI_EVENT, Shared, add_view
 from pages.store import DIFF_GAIN, ModelGrid, Photo, Stylized, load_photo
 
 THUMBNAIL_SIDE = 160
@@ -153,7 +153,7 @@ def follow_selection(grid: ModelGrid, photo: Photo | None, student_id: str, show
 
 
 # ----------------------------------------------------------------------------------------- page
-def add_compare_page(shared: Shared, examples: list[Photo]) -> None:
+def add_compare_page(shared: Shared, tab: gr.Tab, examples: list[Photo]) -> None:
     grid = shared.grid
     levels, bits_choices = grid.sparsity_levels() or [0.0], grid.bits_choices() or ["32"]
     start = grid.gs.loc[shared.student.value] if shared.student.value in grid.gs.index else None
@@ -206,8 +206,8 @@ def add_compare_page(shared: Shared, examples: list[Photo]) -> None:
     shared.demo.load(show_photo, [shared.photo, shared.student], photo_outputs, **UI_EVENT)
     # .input, not .change: only a user's move picks a student; follow_selection moves the controls too.
     # The move draws the student itself (one round trip instead of two) and sets `shown`, so the
-    # dropdown's change event it causes finds nothing left to do.
+    # student change it causes finds nothing left to do.
     gr.on([slider.input, bits.input], partial(move_controls, grid), [shared.photo, slider, bits, shared.student],
           [shared.student, *student_outputs], trigger_mode="always_last", **UI_EVENT)
-    shared.student.change(partial(follow_selection, grid), [shared.photo, shared.student, shown],
-                          [*student_outputs, slider, bits], trigger_mode="always_last", **UI_EVENT)
+    add_view(shared, tab, partial(follow_selection, grid), [shared.photo, shared.student, shown],
+             [*student_outputs, slider, bits])

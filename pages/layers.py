@@ -1,10 +1,12 @@
 """Layers: where the selected student lost its channels and bits, and how that varies across the grid."""
 from __future__ import annotations
 
+from functools import partial
+
 import gradio as gr
 import plotly.graph_objects as go
 
-from pages import UI_EVENT, Shared, note_figure
+from pages import Shared, add_view, note_figure
 from pages.store import ModelGrid
 
 
@@ -70,12 +72,14 @@ def layer_figures(grid: ModelGrid, model_id: str):
             gamma_figure(grid, model_id), bits_figure(grid, model_id))
 
 
-def add_layers_page(shared: Shared) -> None:
+def add_layers_page(shared: Shared, tab: gr.Tab) -> None:
+    gr.Markdown("The selected student's channels and bits per layer. The heatmap compares all GS students "
+                "with the same weight bits, from the least to the most pruned.")
     with gr.Row():
         survival = gr.Plot(elem_id="layers-survival")
         heatmap = gr.Plot(elem_id="layers-heatmap")
     with gr.Row():
         gammas = gr.Plot(elem_id="layers-gammas")
         bits = gr.Plot(elem_id="layers-bits")
-    gr.on([shared.demo.load, shared.student.change], lambda model_id: layer_figures(shared.grid, model_id),
-          [shared.student], [survival, heatmap, gammas, bits], **UI_EVENT)
+    add_view(shared, tab, partial(layer_figures, shared.grid), [shared.student],
+                      [survival, heatmap, gammas, bits])

@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from pages import UI_EVENT, Shared, note_figure
+from pages import UI_EVENT, Shared, add_view, note_figure
 from pages.store import COST_METRICS, QUALITY_METRICS, ModelGrid
 
 AXIS_NAMES = {"macs": "MACs (256×256)", "size_bits": "size (bits)", "latency_ms": "latency (ms)",
@@ -81,6 +81,10 @@ def pareto_figure(grid: ModelGrid, x: str, y: str, selected: str | None) -> go.F
         if len(front) > 1:
             figure.add_trace(go.Scatter(x=front[x], y=front[y], mode="lines", line=dict(color=color, dash="dot"),
                                         name=f"{method} front", hoverinfo="skip", showlegend=False))
+    teacher_cost = grid.table.loc[grid.teacher_id, x]
+    if pd.notna(teacher_cost) and teacher_cost > 0:  # the teacher has no quality numbers: show its cost
+        figure.add_trace(go.Scatter(x=[teacher_cost] * 2, y=[data[y].min(), data[y].max()], mode="lines",
+                                    name="teacher's cost", line=dict(color="grey", dash="dash"), hoverinfo="name"))
     if selected in data.index:
         figure.add_trace(go.Scatter(
             x=[data.loc[selected, x]], y=[data.loc[selected, y]], mode="markers", name="selected",
@@ -90,7 +94,7 @@ def pareto_figure(grid: ModelGrid, x: str, y: str, selected: str | None) -> go.F
     return figure
 
 
-def add_pareto_page(shared: Shared) -> None:
+def add_pareto_page(shared: Shared, tab: gr.Tab) -> None:
     grid = shared.grid
     quality = available_quality(grid)
     with gr.Row():
@@ -114,7 +118,7 @@ def add_pareto_page(shared: Shared) -> None:
             return gr.skip(), gr.skip()
         return model_id, ""
 
-    gr.on([shared.demo.load, x.change, y.change, shared.student.change], draw, [x, y, shared.student], plot,
-          **UI_EVENT)
+    add_view(shared, tab, draw, [x, y, shared.student], [plot])
+    gr.on([x.change, y.change], draw, [x, y, shared.student], plot, **UI_EVENT)
     shared.demo.load(None, js=CLICK_TO_SELECT_JS, **UI_EVENT)
     clicked.change(select, clicked, [shared.student, clicked], **UI_EVENT)

@@ -37,6 +37,9 @@ MAX_SIDE = 1024
 #: Stylized results kept in memory; a 1024 px result is 3 MB, so this bounds the cache near 400 MB
 #: and comfortably holds a whole grid for the few photos a session looks at.
 RESULT_CACHE_SIZE = 128
+#: Prefetches (one per photo chosen, by any session) that may wait for the background worker; older
+#: ones are dropped, so a burst of uploads cannot queue minutes of work ahead of the newest photos.
+PREFETCH_BACKLOG = 4
 #: Metrics as named in the manifest, with whether lower is better (decides Pareto fronts).
 QUALITY_METRICS = {"lpips": True, "fid": True, "psnr": False, "ssim": False}
 COST_METRICS = ("macs", "size_bits", "latency_ms")
@@ -120,6 +123,7 @@ class ModelGrid:
         self._files = tempfile.TemporaryDirectory(prefix="gs-studio-")
         # One background worker, so prefetching runs one model at a time next to the requests being served.
         self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gs-prefetch")
+        self._prefetches_queued = 0  # counts prefetch() calls, so a queued one can tell it has gone stale
 
     # ------------------------------------------------------------------------------- the GS grid
     def sparsity_levels(self) -> list[float]:
@@ -163,9 +167,13 @@ class ModelGrid:
         return {name: int(bits.get(name, 32)) for name in conv_layers(self.models[model_id])}
 
     def missing_reason(self, metric: str) -> str | None:
-        """Why `metric` is null in the manifest, from the first card that says so."""
-        for card in self.cards.values():
-            reason = ((card.get("metrics") or {}).get("missing") or {}).get(metric)
+        """Why `metric` is null in the manifest, from the first student's card that says so.
+
+        The teacher's card is read last: it lacks quality metrics only because it is their reference.
+        """
+        students = [m for m in self.cards if m != self.teacher_id]
+        for model_id in [*students, self.teacher_id]:
+            reason = ((self.cards[model_id].get("metrics") or {}).get("missing") or {}).get(metric)
             if reason:
                 return str(reason)
         return None
@@ -229,10 +237,15 @@ class ModelGrid:
 
     def prefetch(self, photo: Photo, model_ids: list[str]) -> None:
         """Stylize `photo` with `model_ids` in the background, in order, so later picks are cache hits."""
-        self._prefetcher.submit(self._prefetch, photo, list(model_ids))
+        with self._lock:
+            self._prefetches_queued += 1
+            number = self._prefetches_queued
+        self._prefetcher.submit(self._prefetch, photo, list(model_ids), number)
 
-    def _prefetch(self, photo: Photo, model_ids: list[str]) -> None:
+    def _prefetch(self, photo: Photo, model_ids: list[str], number: int) -> None:
         for model_id in model_ids:
+            if self._prefetches_queued - number >= PREFETCH_BACKLOG:
+                return  # photos chosen since then come first; this one's user has likely moved on
             try:
                 self.stylize(photo, model_id)
             except Exception:  # a failing model shows its error when asked for; nobody waits on this thread

@@ -1,11 +1,13 @@
 """Training: the selected model's loss curves and the fraction of channels alive, over training steps."""
 from __future__ import annotations
 
+from functools import partial
+
 import gradio as gr
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from pages import UI_EVENT, Shared, note_figure
+from pages import Shared, add_view, note_figure
 from pages.store import ModelGrid
 
 #: History fields drawn as losses, in legend order; whichever a card has are shown.
@@ -34,8 +36,7 @@ def training_figure(grid: ModelGrid, model_id: str) -> go.Figure:
     return figure
 
 
-def add_training_page(shared: Shared) -> None:
+def add_training_page(shared: Shared, tab: gr.Tab) -> None:
     gr.Markdown("Curves of the model chosen in the **Student** dropdown above.")
     plot = gr.Plot(elem_id="training-plot")
-    gr.on([shared.demo.load, shared.student.change], lambda model_id: training_figure(shared.grid, model_id),
-          [shared.student], plot, **UI_EVENT)
+    add_view(shared, tab, partial(training_figure, shared.grid), [shared.student], [plot])

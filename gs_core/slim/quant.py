@@ -88,8 +88,18 @@ class QuantConvMixin:
         self.act = None if act_bits in (None, FULL_PRECISION) else ActivationQuantizer(act_bits)
 
     def quantized_inputs(self, x):
-        return (x if self.act is None else self.act(x),
-                quantize_weight(self.weight, self.weight_bits, self.channel_axis))
+        return x if self.act is None else self.act(x), self._quantized_weight()
+
+    def _quantized_weight(self) -> torch.Tensor:
+        """In training, fake-quantize on every call (the STE needs the graph); at inference the weights do
+        not change, so quantize once and reuse it until the weight tensor is modified (its version moves)."""
+        if self.training or torch.is_grad_enabled():
+            return quantize_weight(self.weight, self.weight_bits, self.channel_axis)
+        key = (self.weight.data_ptr(), self.weight._version, self.weight_bits, self.channel_axis)
+        if getattr(self, "_cached_key", None) != key:
+            self._cached_weight = quantize_weight(self.weight.detach(), self.weight_bits, self.channel_axis)
+            self._cached_key = key
+        return self._cached_weight
 
 
 class QuantConv2d(QuantConvMixin, nn.Conv2d):

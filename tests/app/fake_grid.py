@@ -20,7 +20,10 @@ from gs_core.slim.plan import kept_channels
 from gs_core.slim.quant import calibrate_activations, conv_layers
 from gs_core.slim.student import make_student
 
+QUALITY = ("psnr", "ssim", "lpips", "fid")
 FID_MISSING = "FID needs the InceptionV3 weights, which are not in the torch cache"
+#: As gs_core.grid writes it: the teacher has no quality numbers, being what they are measured against.
+TEACHER_MISSING = "the teacher is the reference for this metric"
 
 
 def _random(model):
@@ -47,17 +50,17 @@ def _student(teacher, sparsity: float, bits, seed: int):
     return student.eval(), widths
 
 
-def _card(teacher, model, model_id: str, method: str, bits, sparsity: float, widths: dict, step: int) -> dict:
+def _card(teacher, model, model_id: str, method: str, bits, sparsity: float, widths: dict, seed: int) -> dict:
     dense = teacher.widths
     keep = {g: [i < widths[g] for i in range(w)] for g, w in dense.items()}
     kept = kept_channels(teacher, keep)
     bit_widths = {n: getattr(c, "weight_bits", 32) for n, c in conv_layers(model).items()}
     layers = {name: {"in": [kept[name][0], conv.in_channels], "out": [kept[name][1], conv.out_channels],
                      "bits": bit_widths[name]} for name, conv in conv_layers(teacher).items()}
-    generator = torch.Generator().manual_seed(step)
+    generator = torch.Generator().manual_seed(seed)
+    missing = dict.fromkeys(QUALITY, TEACHER_MISSING) if method == "teacher" else {"fid": FID_MISSING}
     card = {
-        "name": model_id, "method": method, "bits": bits,
-        "metrics": {"missing": {"fid": FID_MISSING}},
+        "name": model_id, "method": method, "bits": bits, "metrics": {"missing": missing},
         "history": [{"step": s, "loss": 2.0 / (1 + s / 10), "distill": 1.0 / (1 + s / 10), "gan": 0.7,
                      "d": 0.6, "alive": 1 - sparsity * s / 40} for s in range(0, 41, 10)],
     }
@@ -92,11 +95,11 @@ def build_fake_grid(root: str | Path, ngf: int = 4, n_blocks: int = 1, sparsitie
             "params": count_params(model), "macs": macs, "size_bits": size,
             "compression_size": teacher_size / size, "compression_macs": teacher_macs / macs,
             "latency_ms": 2.0 + 10 * macs / teacher_macs,
-            "psnr": None if method == "teacher" else 40 - 20 * sparsity - index * 0.1,
-            "ssim": None if method == "teacher" else 1 - 0.3 * sparsity - index * 0.01,
-            "lpips": 0.0 if method == "teacher" else 0.05 + 0.3 * sparsity + index * 0.01,
-            "fid": None,
+            "psnr": 40 - 20 * sparsity - index * 0.1, "ssim": 1 - 0.3 * sparsity - index * 0.01,
+            "lpips": 0.05 + 0.3 * sparsity + index * 0.01, "fid": None,
         }
+        if method == "teacher":
+            metrics.update(dict.fromkeys(QUALITY))
         card["metrics"].update(metrics)
         save_model(model, root / path, card)
         channels_removed = 1 - sum(widths.values()) / sum(teacher.widths.values())

@@ -1,6 +1,7 @@
 """End to end in headless Chromium: upload a photo, move the slider, open every tab."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -71,12 +72,24 @@ def test_upload_slide_and_visit_every_tab(page):
 
 def test_clicking_a_pareto_point_selects_it_on_every_page(page):
     page.get_by_role("tab", name="Pareto").click()
-    point = page.locator("#pareto-plot .scatterlayer .trace .points path").first  # the teacher's series
-    point.wait_for(state="visible")
+    page.locator("#pareto-plot .js-plotly-plot").wait_for(state="visible")
+    # Plotly draws one .trace group per data trace, in order: find the single distillation baseline.
+    series = page.evaluate("() => document.querySelector('#pareto-plot .js-plotly-plot').data"
+                           ".findIndex(trace => trace.name === 'distill')")
+    point = page.locator("#pareto-plot .scatterlayer .trace").nth(series).locator(".points path").first
     box = point.bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(x, y)  # plotly decides what was clicked from the hover that precedes the click
     page.mouse.click(x, y)
-    page.wait_for_function("() => document.querySelector('#student input').value.startsWith('teacher')")
+    page.wait_for_function("() => document.querySelector('#student input').value.startsWith('distill-s0.5-b32')")
     page.get_by_role("tab", name="Compare").click()
-    page.wait_for_function("() => document.querySelector('#student-card').innerText.includes('Teacher')")
+    page.wait_for_function("() => document.querySelector('#student-card').innerText.includes('distill-s0.5-b32')")
+
+
+def test_choosing_a_student_redraws_the_page_on_screen(page):
+    page.get_by_role("tab", name="Training").click()
+    title = page.locator("#training-plot .gtitle")
+    title.wait_for()
+    page.locator("#student input").click()
+    page.get_by_role("option", name=re.compile("^prune-")).click()
+    page.wait_for_function("() => document.querySelector('#training-plot .gtitle').textContent.includes('prune')")

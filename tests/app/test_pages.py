@@ -1,6 +1,8 @@
 """The pages' data functions on the fixture grid, without a server."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,7 +12,7 @@ from pages.compare import card_markdown, read_uploads, slider_step, student_view
 from pages.grid import baseline_ids, grid_cells, grid_view
 from pages.layers import layer_figures
 from pages.pareto import available_quality, missing_note, pareto_figure, pareto_front
-from pages.store import MAX_SIDE, load_photo
+from pages.store import MAX_SIDE, PREFETCH_BACKLOG, load_photo
 from pages.training import training_figure
 
 pytestmark = pytest.mark.timeout(60)
@@ -77,9 +79,10 @@ def test_pareto_front_keeps_only_undominated_points():
 
 def test_pareto_says_why_a_metric_is_missing(grid):
     assert "fid" not in available_quality(grid)
-    assert "InceptionV3" in missing_note(grid)
-    figure = pareto_figure(grid, "macs", "lpips", "gs-s0.5-b8")
-    assert {trace.name for trace in figure.data} >= {"gs", "distill", "prune", "teacher", "selected"}
+    assert "InceptionV3" in missing_note(grid)  # a student's reason, not the teacher's "is the reference"
+    names = {trace.name for trace in pareto_figure(grid, "macs", "lpips", "gs-s0.5-b8").data}
+    assert names >= {"gs", "distill", "prune", "teacher's cost", "selected"}
+    assert "teacher" not in names  # no quality numbers of its own, so only its cost line
 
 
 @pytest.mark.parametrize("model_id", ["teacher", "gs-s0.5-bmixed", "distill-s0.5-b32"])
@@ -92,3 +95,16 @@ def test_layer_and_training_figures_for_every_kind_of_model(grid, model_id):
     assert bool(gammas.data) == (model_id.startswith("gs"))  # baselines and the teacher have no gammas
     assert set(np.unique(bits.data[0].y)) <= {4, 8, 32}
     assert len(training_figure(grid, model_id).data) == 5  # four losses and channels alive
+
+
+def test_a_burst_of_photos_drops_the_oldest_prefetches(grid):
+    photos = [load_photo(Image.new("RGB", (32, 24), (i * 40, 90, 200)), f"flat{i}")[0]
+              for i in range(PREFETCH_BACKLOG + 1)]
+    held = threading.Event()
+    grid._prefetcher.submit(held.wait)  # keep the worker busy while the burst is queued
+    for photo in photos:
+        grid.prefetch(photo, ["gs-s0.25-b32"])
+    held.set()
+    grid.wait_for_prefetch()
+    cached = [(p.key, "gs-s0.25-b32") in grid._results for p in photos]
+    assert cached == [False] + [True] * PREFETCH_BACKLOG
