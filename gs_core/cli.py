@@ -167,10 +167,13 @@ def cmd_train_teacher(args) -> int:
 def cmd_grid(args) -> int:
     import torch
 
-    from gs_core.grid import grid_preset, run_grid
+    from gs_core.grid import grid_preset, remeasure, run_grid
 
     torch.set_num_threads(args.threads)
-    manifest = run_grid(grid_preset(args.preset), args.teacher, args.out, args.run_dir, only=args.only)
+    if args.remeasure:
+        manifest = remeasure(grid_preset(args.preset), args.teacher, args.out, args.remeasure)
+    else:
+        manifest = run_grid(grid_preset(args.preset), args.teacher, args.out, args.run_dir, only=args.only)
     print(manifest.to_string())
     return 0
 
@@ -241,7 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", default=str(DEFAULT_TEACHER))
     p.add_argument("--out", default=str(REPO / "checkpoints"))
     p.add_argument("--run-dir", default=str(REPO / "runs" / "grid"))
-    p.add_argument("--only", nargs="+", help="train only these point ids")
+    p.add_argument("--only", nargs="+", help="train only these point ids, in this order")
+    p.add_argument("--remeasure", nargs="+", metavar="METRIC",
+                   help="train nothing: measure these metrics again for every finished point (e.g. latency_ms)")
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(run=cmd_grid)
     return parser

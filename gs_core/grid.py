@@ -162,6 +162,22 @@ def _measure_teacher(teacher_path: Path, cfg: GridConfig, photos: Path) -> None:
     write_card(teacher_path, card)
 
 
+def remeasure(cfg: GridConfig, teacher_path: str | Path, out: str | Path, metrics: list[str]) -> pd.DataFrame:
+    """Measure `metrics` again for every finished point in one run (say latency, on a quiet machine, with the
+    teacher timed in the same interleaved run as all of them), update the cards, rebuild the manifest."""
+    teacher_path, out = Path(teacher_path).resolve(), Path(out).resolve()
+    folders = [f for f in sorted((out / "grid").glob("*/")) if _finished(f)]
+    table = evaluate_models(folders, Path(load_split("test")[0]).parent, teacher_path, metrics=metrics,
+                            size=cfg.eval_size)
+    for folder, (_, row) in zip(folders, table.iterrows()):
+        card = read_card(folder)
+        for name in [*metrics, "speedup", "compression_size", "compression_macs"]:
+            if name in row and not pd.isna(row[name]):
+                card["metrics"][name] = row[name]
+        write_card(folder, card)
+    return write_manifest(out, teacher_path)
+
+
 def run_grid(cfg: GridConfig, teacher_path: str | Path, out: str | Path, run_dir: str | Path,
              only: list[str] | None = None, photos_root: Path | None = None, progress: bool = True) -> pd.DataFrame:
     teacher_path, out, run_dir = Path(teacher_path).resolve(), Path(out).resolve(), Path(run_dir)

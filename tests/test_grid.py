@@ -66,3 +66,16 @@ def test_quick_grid_writes_manifest_and_skips_finished_points(quick_teacher, mon
 def test_grid_refuses_a_teacher_outside_its_folder(quick_teacher, tmp_path):
     with pytest.raises(ValueError, match="must be inside"):
         run_grid(replace(grid_preset("quick")), quick_teacher / "teacher", tmp_path, tmp_path / "runs", progress=False)
+
+
+def test_remeasure_updates_cards_and_manifest(quick_teacher):
+    from gs_core.grid import remeasure
+
+    root = quick_teacher
+    cfg = grid_preset("quick")
+    run_grid(cfg, root / "teacher", root, root / "runs" / "grid", only=["gs-s0.5-b8"], progress=False)
+    before = read_card(root / "grid" / "gs-s0.5-b8")["metrics"]["latency_ms"]
+    manifest = remeasure(cfg, root / "teacher", root, ["latency_ms"])
+    after = read_card(root / "grid" / "gs-s0.5-b8")["metrics"]["latency_ms"]
+    assert after > 0 and after != before  # a fresh timing, not the stored one
+    assert manifest.set_index("id").loc["gs-s0.5-b8", "latency_ms"] == after
