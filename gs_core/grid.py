@@ -60,8 +60,12 @@ class GridConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=300, lr=2e-4, lr_gamma=0.05, finetune_fraction=0.4, distill_weight=10.0, gan_weight=1.0, ndf=16,
         checkpoint_every=50, log_every=10))
-    mixed: tuple[float, ...] = (0.7, 0.85)  # sparsities that also get a mixed-precision GS student
-    mixed_average_bits: float = 4.0  # its size budget: the same bits per weight as uniform 4-bit
+    # Sparsities that also get a mixed-precision GS student. Its bits average `mixed_average_bits` per weight,
+    # and it is pruned to exactly the size in bits of the uniform `mixed_reference_bits` GS student at the same
+    # sparsity (trained first), so the two compare at equal size.
+    mixed: tuple[float, ...] = (0.7, 0.85)
+    mixed_average_bits: float = 4.0
+    mixed_reference_bits: int = 4
     eval_size: int = 256
     metrics: tuple[str, ...] = ("params", "macs", "size_bits", "latency_ms", "psnr", "ssim", "lpips", "fid")
 
@@ -76,7 +80,7 @@ PRESETS = {
     "quick": GridConfig(sparsities=(0.5, 0.9), bits=(32, 8),
                         baselines=(Point("distill", 0.5, 32), Point("prune", 0.5, 32), Point("quant", 0.0, 8),
                                    Point("stacked", 0.5, 8)),
-                        mixed=(0.5,), size=32, batch_size=2, eval_size=32,
+                        mixed=(0.5,), mixed_reference_bits=8, size=32, batch_size=2, eval_size=32,
                         train=TrainConfig(steps=6, ndf=4, d_layers=1, checkpoint_every=3, log_every=2),
                         metrics=("params", "macs", "size_bits", "latency_ms", "psnr", "ssim")),
 }
@@ -89,6 +93,20 @@ def mixed_allocation(teacher, inputs: torch.Tensor, average_bits: float) -> dict
     weights = {name: conv.weight.numel() for name, conv in conv_layers(teacher).items()}
     return {"bit_allocation": allocate_bits(sensitivity, weights, average_bits), "average_bits_budget": average_bits,
             "sensitivity": sensitivity}
+
+
+def _size_matched(slim_cfg: SlimConfig, allocation: dict, out: Path, teacher_path: Path, point: Point,
+                  reference_bits: int) -> SlimConfig:
+    """The mixed student's config: its bit allocation, and a size budget equal to the uniform student's size."""
+    reference = out / "grid" / Point("gs", point.sparsity, reference_bits).id
+    if not _finished(reference):
+        raise RuntimeError(f"{point.id} is size-matched to {reference.name}: train that point first")
+    size = read_card(reference)["metrics"]["size_bits"]
+    teacher_size = read_card(teacher_path)["metrics"]["size_bits"]
+    allocation["size_budget_bits"] = size
+    allocation["size_matched_to"] = reference.name
+    return replace(slim_cfg, bits=allocation["bit_allocation"], sparsity=1 - size / teacher_size,
+                   train=replace(slim_cfg.train, budget_metric="size_bits"))
 
 
 def grid_preset(name: str) -> GridConfig:
@@ -206,13 +224,14 @@ def run_grid(cfg: GridConfig, teacher_path: str | Path, out: str | Path, run_dir
         try:
             if point.method == "prune" and targets is None:
                 targets = task_targets(teacher, inputs)
-            bits, allocation = point.bits, {}
-            if bits == "mixed":
-                allocation = mixed_allocation(teacher, inputs, cfg.mixed_average_bits)
-                bits = allocation["bit_allocation"]
-            slim_cfg = SlimConfig(method=point.method, bits=bits, sparsity=point.sparsity,
+            slim_cfg = SlimConfig(method=point.method, bits=point.bits, sparsity=point.sparsity,
                                   batch_size=cfg.batch_size, train=replace(cfg.train))
+            allocation = {}
+            if point.bits == "mixed":
+                allocation = mixed_allocation(teacher, inputs, cfg.mixed_average_bits)
+                slim_cfg = _size_matched(slim_cfg, allocation, out, teacher_path, point, cfg.mixed_reference_bits)
             slim, card = run_method(teacher, inputs, outputs, slim_cfg, run_dir / point.id, targets, progress)
+            card["sparsity_target"] = point.sparsity  # the grid level, even where the budget was a size
             folder = save_model(slim, out / "grid" / point.id, {"name": point.id, **card, **allocation})
             card = read_card(folder)
             card["packed_bytes"] = save_packed(slim, folder / PACKED) // 8

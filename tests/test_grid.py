@@ -23,7 +23,7 @@ def quick_teacher(tmp_path_factory):
 def test_quick_grid_writes_manifest_and_skips_finished_points(quick_teacher, monkeypatch):
     root = quick_teacher
     cfg = grid_preset("quick")
-    only = ["gs-s0.9-b8", "gs-s0.5-bmixed", "distill-s0.5-b32"]
+    only = ["gs-s0.9-b8", "gs-s0.5-b8", "gs-s0.5-bmixed", "distill-s0.5-b32"]
 
     # One point fails: it is reported and the others still land.
     real_run = grid_module.run_method
@@ -37,7 +37,7 @@ def test_quick_grid_writes_manifest_and_skips_finished_points(quick_teacher, mon
     manifest = run_grid(cfg, root / "teacher", root, root / "runs" / "grid", only=only, progress=False)
     failures = json.loads((root / "grid" / "failures.json").read_text())
     assert list(failures) == ["distill-s0.5-b32"] and "simulated failure" in failures["distill-s0.5-b32"]
-    assert set(manifest["id"]) == {"teacher", "gs-s0.9-b8", "gs-s0.5-bmixed"}
+    assert set(manifest["id"]) == {"teacher", "gs-s0.9-b8", "gs-s0.5-b8", "gs-s0.5-bmixed"}
 
     table = pd.DataFrame(json.loads((root / "manifest.json").read_text()))
     assert set(MANIFEST_FIELDS) <= set(table.columns)
@@ -49,6 +49,11 @@ def test_quick_grid_writes_manifest_and_skips_finished_points(quick_teacher, mon
     mixed_card = read_card(root / "grid" / "gs-s0.5-bmixed")
     assert mixed_card["bits"] == "mixed"
     assert len(set(mixed_card["bit_allocation"].values())) > 1
+    # Pruned to the uniform student's size: the two compare at equal size in bits (up to one channel's worth).
+    uniform = table.set_index("id").loc["gs-s0.5-b8"]
+    mixed = table.set_index("id").loc["gs-s0.5-bmixed"]
+    assert mixed_card["size_matched_to"] == "gs-s0.5-b8"
+    assert mixed["size_bits"] <= uniform["size_bits"] * 1.02
     assert mixed_card["metrics"]["missing"]["lpips"]  # not requested in the quick preset: a reason, not a number
     model, _ = load_model(root / gs["path"])
     assert sum(p.numel() for p in model.parameters()) == gs["params"]
