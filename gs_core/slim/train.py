@@ -33,6 +33,7 @@ from gs_core.checkpoint import atomic_torch_save
 from gs_core.models import PatchDiscriminator
 from gs_core.slim.gates import gamma_parameters, gates_of, soft_threshold_
 from gs_core.slim.plan import Plan, enforce_budget, plan_cost, plan_from_gates
+from gs_core.slim.quant import calibrate_activations
 
 DISTILL_LOSSES = ("l1", "mse", "lpips", "lpips-vgg")
 STATE = "state.pt"
@@ -246,6 +247,9 @@ def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Pat
                     _apply_plan_(model, plan, weights_too=False)
             if pruning and step + 1 == prune_end:
                 frozen = plan_from_gates(model)
+                # Pruning changed what flows into each conv: clip ranges calibrated on the dense student would
+                # waste levels, so calibrate them again on this batch before fine-tuning learns them further.
+                calibrate_activations(model, x)
             if frozen is not None:
                 _apply_plan_(model, frozen)
 
