@@ -184,7 +184,7 @@ def remeasure(cfg: GridConfig, teacher_path: str | Path, out: str | Path, metric
     """Measure `metrics` again for every finished point in one run (say latency, on a quiet machine, with the
     teacher timed in the same interleaved run as all of them), update the cards, rebuild the manifest."""
     teacher_path, out = Path(teacher_path).resolve(), Path(out).resolve()
-    folders = [f for f in sorted((out / "grid").glob("*/")) if _finished(f)]
+    folders = [teacher_path] + [f for f in sorted((out / "grid").glob("*/")) if _finished(f)]
     table = evaluate_models(folders, Path(load_split("test")[0]).parent, teacher_path, metrics=metrics,
                             size=cfg.eval_size)
     for folder, (_, row) in zip(folders, table.iterrows()):
