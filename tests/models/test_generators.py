@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from conftest import TINY_CONFIGS
+from tiny_models import TINY_CONFIGS
 from gs_core.models import GENERATORS, create_generator
 
 VARIANTS = sorted(TINY_CONFIGS)

@@ -13,7 +13,7 @@ from gs_core.slim.train import TrainConfig
 
 @pytest.fixture(scope="module")
 def teacher_data():
-    from conftest import build_tiny
+    from tiny_models import build_tiny
 
     teacher = build_tiny("cartoongan")
     g = torch.Generator().manual_seed(0)

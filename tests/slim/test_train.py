@@ -4,7 +4,6 @@ import runpy
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -90,7 +89,7 @@ import sys, time
 import torch
 torch.set_num_threads(1)
 sys.path.insert(0, {tests!r})
-from conftest import build_tiny
+from tiny_models import build_tiny
 from gs_core.slim.quant import calibrate_activations
 from gs_core.slim.student import make_student
 from gs_core.slim.train import TrainConfig, fit
