@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -100,9 +101,12 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
 def _read_foreign(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for damaged, truncated or unsafe pickles
-        raise CheckpointError(f"{path}: cannot read as a PyTorch weights file ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0][:200]})") from None
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path}: not a PyTorch weights file, or it holds objects other than tensors; such "
+                              f"files are refused because loading them could run arbitrary code") from None
+    except Exception as err:  # torch raises many types for damaged or truncated files
+        raise CheckpointError(f"{path}: cannot read as a PyTorch weights file, damaged or truncated? "
+                              f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -50,7 +50,7 @@ def cmd_info(args) -> int:
         print(json.dumps(summary, indent=1, default=str))
         return 0
     arch = summary["architecture"] or {}
-    print(f"{args.file}: {arch.get('name')} {json.dumps(arch.get('config', {}).get('ngf'))} ngf, "
+    print(f"{args.file}: {arch.get('name')} (ngf {arch.get('config', {}).get('ngf')}), "
           f"{summary['params']:,} params, {summary['macs_256'] / 1e9:.3f} GMACs at 256x256, "
           f"{summary['size_bits'] / 8e6:.3f} MB at its bit widths")
     for key in ("method", "bits", "sparsity_target", "metrics", "metrics_vs_target"):
