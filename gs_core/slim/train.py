@@ -93,6 +93,16 @@ def _distillation_loss(kind: str, model: nn.Module):
                                  + perceptual.distance(model.postprocess(fake), model.postprocess(target)).mean())
 
 
+def _check_same_run(state: dict, cfg: TrainConfig, run_dir: Path) -> None:
+    """Resuming with other settings would silently mix two runs: refuse, naming what differs."""
+    saved = json.loads(state.get("config") or "{}")
+    differ = {k: (saved[k], v) for k, v in asdict(cfg).items() if k in saved and saved[k] != v}
+    if differ:
+        changes = ", ".join(f"{k}: {old} -> {new}" for k, (old, new) in differ.items())
+        raise ValueError(f"{run_dir} holds a run with other settings ({changes}); rerun with the same settings "
+                         f"to resume it, or use another run folder")
+
+
 def _check_finite(loss: torch.Tensor, which: str, step: int, state_path: Path) -> None:
     if not torch.isfinite(loss):
         kept = f"the last good checkpoint {state_path} is kept" if state_path.exists() else "no checkpoint yet"
@@ -167,7 +177,12 @@ def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Pat
     state_path = run_dir / STATE
     if state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
+        _check_same_run(state, cfg, run_dir)
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError:
+            raise ValueError(f"{run_dir} holds a run of a different model (other architecture or bits); "
+                             f"use another run folder, or delete this one to start over") from None
         opt_w.load_state_dict(state["opt_w"])
         if opt_g:
             opt_g.load_state_dict(state["opt_g"])
@@ -183,7 +198,8 @@ def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Pat
                            "opt_g": opt_g.state_dict() if opt_g else None,
                            "disc": disc.state_dict() if disc else None,
                            "opt_d": opt_d.state_dict() if opt_d else None, "rng": torch.get_rng_state(),
-                           "step": step, "rho": rho, "plan": frozen, "history": history}, state_path)
+                           "step": step, "rho": rho, "plan": frozen, "history": history,
+                           "config": json.dumps(asdict(cfg))}, state_path)
 
     def cost_fraction() -> float:
         costs, reference, bits = cost_model

@@ -259,3 +259,15 @@ def test_perceptual_distillation_fails_fast_without_its_weights(kind, tiny_gener
     with pytest.raises(MissingWeightsError, match="fetch-weights"):
         fit(make_student(teacher), fixed_batches(inputs, targets), quick_config(distill=kind), tmp_path / "run",
             progress=False)
+
+
+def test_resuming_with_other_settings_or_another_model_is_refused(tiny_generator, tmp_path):
+    teacher = tiny_generator("cartoongan")
+    inputs, targets = make_data(teacher)
+    fit(make_student(teacher), fixed_batches(inputs, targets), quick_config(steps=2), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="lr: 0.001 -> 0.0005"):
+        fit(make_student(teacher), fixed_batches(inputs, targets), quick_config(steps=2, lr=5e-4), tmp_path,
+            progress=False)
+    with pytest.raises(ValueError, match="different model"):
+        fit(make_student(teacher, bits=8), fixed_batches(inputs, targets), quick_config(steps=2), tmp_path,
+            progress=False)
