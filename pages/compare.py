@@ -170,7 +170,7 @@ def add_compare_page(shared: Shared, tab: gr.Tab, examples: list[Photo]) -> None
                 slider = gr.Slider(levels[0], max(levels[-1], levels[0] + 0.01), step=slider_step(levels),
                                    value=float(start["sparsity_target"]) if start is not None else levels[0],
                                    interactive=len(levels) > 1, elem_id="sparsity",
-                                   label="Sparsity (fraction of channels removed)",
+                                   label="Sparsity (fraction of the teacher's MACs removed)",
                                    info="Snaps to the trained levels: " + ", ".join(f"{v:g}" for v in levels))
                 bits = gr.Radio(bits_choices, value=start["bits_label"] if start is not None else bits_choices[0],
                                 label="Weight bits", elem_id="bits")
