@@ -121,22 +121,28 @@ def enforce_budget(model: Generator, plan: Plan, costs: dict[str, LayerCost], ta
                    bits: dict[str, int] | None = None) -> Plan:
     """Cut surviving channels with the smallest |gamma| until the plan's `metric` is at most `target`.
 
-    A trunk channel's importance is its largest |gamma| over the group's gates (it can only go when all do).
-    Every group keeps at least one channel.
+    A trunk channel's importance is its mean |gamma| over the group's gates: with the maximum, the trunk (five or
+    more gates a channel) would outrank every other layer and the first and last layers would be cut to one
+    channel. Every group keeps at least `min_keep(width)` channels, so no layer becomes a one-channel bottleneck.
     """
     plan = {name: list(mask) for name, mask in plan.items()}
     candidates = []
     for group in model.channel_groups():
         gammas = torch.stack([model.get_submodule(g).gamma.detach().abs() for g in group.gates])
-        importance = gammas.max(dim=0).values
+        importance = gammas.mean(dim=0)
         candidates += [(float(importance[c]), group.name, c) for c in range(len(importance)) if plan[group.name][c]]
     candidates.sort()
     for _, group_name, channel in candidates:
         if getattr(plan_cost(model, plan, costs, bits), metric) <= target:
             break
-        if sum(plan[group_name]) > 1:
+        if sum(plan[group_name]) > min_keep(len(plan[group_name])):
             plan[group_name][channel] = False
     return plan
+
+
+def min_keep(width: int) -> int:
+    """Fewest channels a group keeps under a budget: a twelfth of its width, rounded up."""
+    return -(-width // 12)
 
 
 def describe_widths(model: Generator, reference: Generator) -> dict:

@@ -8,7 +8,7 @@ from gs_core.eval.cost import count_macs, count_params
 from gs_core.models import StateDictMismatch
 from gs_core.slim.extract import extract
 from gs_core.slim.gates import ChannelGate, gamma_parameters, gates_of, soft_threshold_
-from gs_core.slim.plan import dense_plan, enforce_budget, layer_costs, plan_cost, plan_from_gates
+from gs_core.slim.plan import dense_plan, enforce_budget, layer_costs, min_keep, plan_cost, plan_from_gates
 from gs_core.slim.quant import calibrate_activations
 from gs_core.slim.student import build_from_spec, make_student, spec_of
 
@@ -180,3 +180,16 @@ def test_extract_of_an_ungated_model_is_a_clear_error(tiny_generator):
     for model in (tiny_generator("cartoongan"), make_student(tiny_generator("cyclegan_instance"), gated=False)):
         with pytest.raises(ValueError, match="no channel gates"):
             extract(model)
+
+
+def test_budget_cuts_never_leave_a_group_below_its_floor(tiny_generator):
+    teacher = tiny_generator("cartoongan")
+    student = make_student(teacher)
+    with torch.no_grad():  # make the first layer look unimportant: a global ranking would empty it first
+        student.get_submodule("in01_1").gamma.mul_(0.01)
+    costs = layer_costs(teacher, (32, 32))
+    reference = plan_cost(teacher, dense_plan(teacher), costs)
+    plan = enforce_budget(student, plan_from_gates(student), costs, 0.05 * reference.macs, "macs")
+    for name, mask in plan.items():
+        assert sum(mask) >= min_keep(len(mask)) >= 1, name
+    assert min_keep(16) == 2 and min_keep(64) == 6 and min_keep(4) == 1
