@@ -7,6 +7,7 @@ safetensors metadata so the weights file alone is enough to rebuild the model. F
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -49,6 +50,16 @@ def atomic_path(path: str | Path):
 def atomic_torch_save(obj, path: Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """A short fingerprint of the architecture and every weight: equal digests mean the same model. Students
+    record their teacher's, so work distilled from an older teacher is recognised as stale."""
+    h = hashlib.sha256(getattr(model, "arch", type(model).__name__).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def write_card(folder: Path, card: dict) -> None:

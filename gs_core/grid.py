@@ -1,8 +1,9 @@
 """The grid: GS students along sparsity x bit width, the paper's baselines beside them, one manifest for all.
 
 Each point trains in `runs/grid/<id>/` (resumable) and is saved as `checkpoints/grid/<id>/` once trained and
-measured; a point whose folder has a card with metrics is skipped, so reruns only do what is missing. A point
-that fails is reported in `checkpoints/grid/failures.json` and the others go on. The manifest is rebuilt from
+measured; a point whose folder has a card with metrics from this very teacher is skipped, so reruns only do
+what is missing, and a retrained teacher retrains every point (its runs live under `runs/grid/<teacher digest>/`,
+so stale training state is never resumed). A point that fails is reported in `checkpoints/grid/failures.json` and the others go on. The manifest is rebuilt from
 the cards after every point.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from gs_core.checkpoint import load_model, read_card, save_model, write_card
+from gs_core.checkpoint import load_model, read_card, save_model, weights_digest, write_card
 from gs_core.data.photoset import load_split
 from gs_core.data.teacher_cache import distillation_pairs, task_targets
 from gs_core.eval.evaluate import evaluate_models
@@ -96,10 +97,10 @@ def mixed_allocation(teacher, inputs: torch.Tensor, average_bits: float) -> dict
 
 
 def _size_matched(slim_cfg: SlimConfig, allocation: dict, out: Path, teacher_path: Path, point: Point,
-                  reference_bits: int) -> SlimConfig:
+                  reference_bits: int, teacher_digest: str) -> SlimConfig:
     """The mixed student's config: its bit allocation, and a size budget equal to the uniform student's size."""
     reference = out / "grid" / Point("gs", point.sparsity, reference_bits).id
-    if not _finished(reference):
+    if not _finished(reference, teacher_digest):
         raise RuntimeError(f"{point.id} is size-matched to {reference.name}: train that point first")
     size = read_card(reference)["metrics"]["size_bits"]
     teacher_size = read_card(teacher_path)["metrics"]["size_bits"]
@@ -115,11 +116,13 @@ def grid_preset(name: str) -> GridConfig:
     return PRESETS[name]
 
 
-def _finished(folder: Path) -> bool:
+def _finished(folder: Path, teacher_digest: str) -> bool:
+    """Trained and measured, from the teacher whose weights_digest is given."""
     try:
-        return "metrics" in read_card(folder)
+        card = read_card(folder)
     except Exception:  # an unreadable card means the point must be redone
         return False
+    return "metrics" in card and card.get("teacher_digest") == teacher_digest
 
 
 def _measure(folder: Path, teacher_path: Path, cfg: GridConfig, photos: Path) -> dict:
@@ -160,10 +163,17 @@ def write_manifest(root: Path, teacher_path: Path) -> pd.DataFrame:
     """Rebuild `root/manifest.json` from the teacher's (which must live under root) and every grid point's card."""
     teacher_card = read_card(teacher_path)
     teacher_macs = teacher_card["metrics"]["macs"]
+    digest = weights_digest(load_model(teacher_path)[0])
     records = [manifest_record("teacher", teacher_path, teacher_card, teacher_macs, root)]
+    left_out = []
     for folder in sorted((root / "grid").glob("*/")):
-        if _finished(folder):
+        if _finished(folder, digest):
             records.append(manifest_record(folder.name, folder, read_card(folder), teacher_macs, root))
+        else:
+            left_out.append(folder.name)
+    if left_out:
+        print(f"[grid] left out of the manifest, unfinished or distilled from another teacher (run the grid to "
+              f"redo them): {', '.join(left_out)}", flush=True)
     (root / "manifest.json").write_text(json.dumps(records, indent=1) + "\n")
     return pd.DataFrame(records)
 
@@ -184,7 +194,8 @@ def remeasure(cfg: GridConfig, teacher_path: str | Path, out: str | Path, metric
     """Measure `metrics` again for every finished point in one run (say latency, on a quiet machine, with the
     teacher timed in the same interleaved run as all of them), update the cards, rebuild the manifest."""
     teacher_path, out = Path(teacher_path).resolve(), Path(out).resolve()
-    folders = [teacher_path] + [f for f in sorted((out / "grid").glob("*/")) if _finished(f)]
+    digest = weights_digest(load_model(teacher_path)[0])
+    folders = [teacher_path] + [f for f in sorted((out / "grid").glob("*/")) if _finished(f, digest)]
     table = evaluate_models(folders, Path(load_split("test")[0]).parent, teacher_path, metrics=metrics,
                             size=cfg.eval_size)
     for folder, (_, row) in zip(folders, table.iterrows()):
@@ -203,6 +214,8 @@ def run_grid(cfg: GridConfig, teacher_path: str | Path, out: str | Path, run_dir
         raise ValueError(f"the teacher ({teacher_path}) must be inside the grid's folder ({out}) so the manifest "
                          f"can point at it; copy it to {out / 'teacher'}")
     teacher, _ = load_model(teacher_path)
+    digest = weights_digest(teacher)
+    run_dir = run_dir / digest
     train_photos = load_split("train", photos_root)
     test_dir = Path(load_split("test", photos_root)[0]).parent
     inputs, outputs = distillation_pairs(teacher, train_photos, cfg.size, Path(run_dir) / "cache")
@@ -212,7 +225,7 @@ def run_grid(cfg: GridConfig, teacher_path: str | Path, out: str | Path, run_dir
     if unknown:
         raise ValueError(f"no grid points {unknown}; this preset has: {', '.join(by_id)}")
     points = [by_id[i] for i in only] if only else list(by_id.values())  # `only` also sets the order
-    todo = [p for p in points if not _finished(out / "grid" / p.id)]
+    todo = [p for p in points if not _finished(out / "grid" / p.id, digest)]
     _measure_teacher(teacher_path, cfg, test_dir)
     failures = {}
     start = time.perf_counter()
@@ -229,10 +242,12 @@ def run_grid(cfg: GridConfig, teacher_path: str | Path, out: str | Path, run_dir
             allocation = {}
             if point.bits == "mixed":
                 allocation = mixed_allocation(teacher, inputs, cfg.mixed_average_bits)
-                slim_cfg = _size_matched(slim_cfg, allocation, out, teacher_path, point, cfg.mixed_reference_bits)
+                slim_cfg = _size_matched(slim_cfg, allocation, out, teacher_path, point, cfg.mixed_reference_bits,
+                                          digest)
             slim, card = run_method(teacher, inputs, outputs, slim_cfg, run_dir / point.id, targets, progress)
             card["sparsity_target"] = point.sparsity  # the grid level, even where the budget was a size
-            folder = save_model(slim, out / "grid" / point.id, {"name": point.id, **card, **allocation})
+            folder = save_model(slim, out / "grid" / point.id,
+                                {"name": point.id, **card, **allocation, "teacher_digest": digest})
             card = read_card(folder)
             card["packed_bytes"] = save_packed(slim, folder / PACKED) // 8
             card["metrics"] = _measure(folder, teacher_path, cfg, test_dir)

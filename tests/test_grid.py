@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 
 import pandas as pd
 import pytest
+import torch
 
 from gs_core import grid as grid_module
-from gs_core.checkpoint import load_model, read_card
+from gs_core.checkpoint import load_model, read_card, save_model
 from gs_core.grid import MANIFEST_FIELDS, grid_preset, run_grid
 from gs_core.teacher import preset, train_teacher
 
@@ -84,3 +86,26 @@ def test_remeasure_updates_cards_and_manifest(quick_teacher):
     after = read_card(root / "grid" / "gs-s0.5-b8")["metrics"]["latency_ms"]
     assert after > 0 and after != before  # a fresh timing, not the stored one
     assert manifest.set_index("id").loc["gs-s0.5-b8", "latency_ms"] == after
+
+
+def test_a_retrained_teacher_makes_every_point_stale(quick_teacher, tmp_path, monkeypatch):
+    root = tmp_path / "grid"
+    shutil.copytree(quick_teacher, root)
+    cfg = grid_preset("quick")
+    run_grid(cfg, root / "teacher", root, root / "runs" / "grid", only=["gs-s0.5-b8"], progress=False)
+
+    teacher, card = load_model(root / "teacher")
+    with torch.no_grad():
+        next(teacher.parameters()).add_(0.01)  # "retrained": same architecture, other weights
+    save_model(teacher, root / "teacher", card)
+    assert set(grid_module.write_manifest(root, root / "teacher")["id"]) == {"teacher"}  # old students left out
+
+    trained = []
+    real_run = grid_module.run_method
+    monkeypatch.setattr(grid_module, "run_method", lambda *a, **k: trained.append(a[4]) or real_run(*a, **k))
+    manifest = run_grid(cfg, root / "teacher", root, root / "runs" / "grid", only=["gs-s0.5-b8"], progress=False)
+    # Trained again in the new teacher's own run tree: the old teacher's training state is never resumed.
+    assert len(trained) == 1 and trained[0].parent.name == grid_module.weights_digest(teacher)
+    assert len(list((root / "runs" / "grid").glob("*/gs-s0.5-b8"))) == 2
+    assert set(manifest["id"]) == {"teacher", "gs-s0.5-b8"}
+    assert read_card(root / "grid" / "gs-s0.5-b8")["teacher_digest"] == grid_module.weights_digest(teacher)

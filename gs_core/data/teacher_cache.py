@@ -16,7 +16,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from gs_core.checkpoint import atomic_path
+from gs_core.checkpoint import atomic_path, weights_digest
 from gs_core.data.cartoon_style import cartoonize
 from gs_core.data.images import load_rgb, to_tensor, to_uint8
 from gs_core.models import Generator
@@ -35,10 +35,7 @@ def five_crops(paths: list[Path], size: int) -> torch.Tensor:
 
 
 def _key(teacher: Generator, paths: list[Path], size: int) -> str:
-    h = hashlib.sha256(CACHE_VERSION.encode() + str(size).encode() + teacher.arch.encode())
-    for name, tensor in sorted(teacher.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().contiguous().numpy().tobytes())
+    h = hashlib.sha256(CACHE_VERSION.encode() + str(size).encode() + weights_digest(teacher).encode())
     for path in paths:
         h.update(Path(path).name.encode())
         h.update(Path(path).read_bytes())
