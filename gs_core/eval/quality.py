@@ -11,7 +11,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import scipy.linalg
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -166,36 +165,33 @@ class LPIPSMetric:
 
 # -------------------------------------------------------------------------------------------- FID
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
-                     eps: float = 1e-6) -> float:
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     """Squared Frechet distance between N(mu1, sigma1) and N(mu2, sigma2):
 
         ||mu1 - mu2||^2 + Tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2))
 
-    With fewer samples than feature dimensions the covariances are singular and sqrtm may fail; then
-    `eps` is added to both diagonals, the usual fix. Rounding can leave a tiny imaginary part in the
-    square root, which is dropped; a large one means the inputs are not covariances and is an error.
+    Tr (sigma1 sigma2)^(1/2) equals Tr (sigma1^(1/2) sigma2 sigma1^(1/2))^(1/2), whose matrix is symmetric
+    positive semi-definite: two symmetric eigendecompositions give it, real by construction and exact for the
+    singular covariances of fewer samples than dimensions. At 2048 dimensions that takes seconds, where a general
+    matrix square root (scipy.linalg.sqrtm) takes most of a minute on 2 cores.
     """
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise ValueError("the two Gaussians have different dimensions")
-
-    with warnings.catch_warnings():
-        # Singular covariances are the norm here (N images < 2048 dims); the check below handles them.
-        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
-        covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(sigma1.shape[0]) * eps
-        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(f"sqrt of the covariance product has an imaginary part of "
-                             f"{np.abs(covmean.imag).max():.3g}; inputs are not valid covariances")
-        covmean = covmean.real
+    for sigma in (sigma1, sigma2):
+        if not np.allclose(sigma, sigma.T, rtol=1e-6, atol=1e-9):
+            raise ValueError("a covariance matrix must be symmetric; these inputs are not covariances")
+    values, vectors = np.linalg.eigh(sigma1)
+    root1 = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+    middle = np.linalg.eigvalsh(root1 @ sigma2 @ root1)
+    for spectrum in (values, middle):  # rounding leaves tiny negative eigenvalues; large ones are an error
+        if spectrum.min() < -1e-6 * max(np.abs(spectrum).max(), 1e-12):
+            raise ValueError(f"eigenvalue {spectrum.min():.3g} < 0: the inputs are not covariance matrices")
+    trace_covmean = np.sqrt(np.clip(middle, 0, None)).sum()
 
     diff = mu1 - mu2
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_covmean)
 
 
 def fid_from_features(features_a: np.ndarray, features_b: np.ndarray) -> float:

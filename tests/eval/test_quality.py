@@ -146,12 +146,19 @@ def test_frechet_distance_matches_symmetric_reference_on_samples():
     a = rng.normal(size=(500, 6)) @ rng.normal(size=(6, 6))
     b = rng.normal(size=(500, 6)) @ rng.normal(size=(6, 6)) + 0.5
     mu1, mu2, s1, s2 = a.mean(0), b.mean(0), np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    # Tr sqrt(s1 s2) = Tr sqrt(s1^1/2 s2 s1^1/2), computed here from symmetric eigendecompositions only.
-    root1 = scipy.linalg.sqrtm(s1).real
-    middle = np.linalg.eigvalsh(root1 @ s2 @ root1)
-    expected = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.sum(np.sqrt(middle))
+    # The textbook formula, with a general matrix square root (what pytorch-fid computes).
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    expected = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean)
     assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-7)
     assert fid_from_features(a, b) == pytest.approx(expected, rel=1e-7)
+
+
+def test_frechet_distance_refuses_matrices_that_are_not_covariances():
+    mu = np.zeros(3)
+    with pytest.raises(ValueError, match="symmetric"):
+        frechet_distance(mu, np.triu(np.ones((3, 3))), mu, np.eye(3))
+    with pytest.raises(ValueError, match="not covariance"):
+        frechet_distance(mu, np.eye(3), mu, -np.eye(3))
 
 
 def test_fid_of_a_set_with_itself_is_zero_even_when_singular():
