@@ -2,7 +2,8 @@
 
 Published style weights (Hayao, Hosoda, Paprika, Shinkai) load into `CartoonGAN()` with a strict key and shape
 match. Input is BGR in [-1, 1]; `stylize` hides that. `ngf`, `n_blocks`, `widths` and `skip_input` exist for
-small teachers and slim students; their defaults give the official network.
+small teachers and slim students; their defaults give the official network. `colour_head` adds a small pointwise
+network after the output (see `forward`); it is off by default, so official weights load as they are.
 """
 from __future__ import annotations
 
@@ -42,11 +43,11 @@ class CartoonGAN(Generator):
     max_blocks = 8  # decoder layers are named 12/13 after the 8 official blocks (04..11)
 
     def __init__(self, ngf: int = 64, n_blocks: int = 8, widths: dict[str, int] | None = None,
-                 skip_input: bool = False):
+                 skip_input: bool = False, colour_head: int = 0):
         super().__init__()
         if not 1 <= n_blocks <= self.max_blocks:
             raise ValueError(f"CartoonGAN supports 1 to {self.max_blocks} residual blocks, got {n_blocks}")
-        self.ngf, self.n_blocks, self.skip_input = ngf, n_blocks, skip_input
+        self.ngf, self.n_blocks, self.skip_input, self.colour_head_width = ngf, n_blocks, skip_input, colour_head
         self.widths = {**self.default_widths(), **(widths or {})}
         w = self.widths
         trunk = w["in03_1"]
@@ -76,10 +77,15 @@ class CartoonGAN(Generator):
         if skip_input:  # start as the identity: training then only has to learn the change to the photo
             nn.init.zeros_(self.deconv03_1.weight)
             nn.init.zeros_(self.deconv03_1.bias)
+        if colour_head:
+            self.colour_head = nn.Sequential(conv(6, colour_head, 1), nn.ReLU(), conv(colour_head, colour_head, 1),
+                                             nn.ReLU(), conv(colour_head, 3, 1))
+            nn.init.zeros_(self.colour_head[-1].weight)  # starts as a no-op
+            nn.init.zeros_(self.colour_head[-1].bias)
 
     def config(self) -> dict:
         return {"ngf": self.ngf, "n_blocks": self.n_blocks, "widths": dict(self.widths),
-                "skip_input": self.skip_input}
+                "skip_input": self.skip_input, "colour_head": self.colour_head_width}
 
     def default_widths(self) -> dict[str, int]:
         ngf = self.ngf
@@ -119,14 +125,21 @@ class CartoonGAN(Generator):
         y = F.relu(self.in13_1(self.deconv02_2(self.deconv02_1(y))))
         y = torch.tanh(self.deconv03_1(F.pad(y, (3, 3, 3, 3), mode="reflect")))
         # skip_input: the network predicts a change to the photo, so absolute colour survives instance norm.
-        return x + y if self.skip_input else y
+        y = x + y if self.skip_input else y
+        if self.colour_head_width:
+            # Instance norms leave the trunk blind to absolute colour, so pointwise rules on it (a lightness
+            # staircase, a chroma gain) are out of its reach. This head sees the photo and the output unnormalised,
+            # pixel by pixel, and corrects the output.
+            y = y + self.colour_head(torch.cat([x, y], 1))
+        return y
 
     @classmethod
     def from_state_dict_keys(cls, shapes: dict[str, tuple[int, ...]]) -> dict:
-        """Constructor arguments (ngf, n_blocks, widths) read off a state dict's shapes."""
+        """Constructor arguments (ngf, n_blocks, widths, colour_head) read off a state dict's shapes."""
         ngf = shapes["deconv02_1.weight"][1]
         n_blocks = sum(1 for k in range(cls.max_blocks) if f"conv{_block_index(k)}_1.weight" in shapes)
         widths = {name: shapes[f"{name}.scale"][0] for name in
                   ["in01_1", "in02_1", "in03_1", "in12_1", "in13_1"]
                   + [f"in{_block_index(k)}_1" for k in range(n_blocks)] if f"{name}.scale" in shapes}
-        return {"ngf": ngf, "n_blocks": n_blocks, "widths": widths}
+        colour_head = shapes["colour_head.0.weight"][0] if "colour_head.0.weight" in shapes else 0
+        return {"ngf": ngf, "n_blocks": n_blocks, "widths": widths, "colour_head": colour_head}

@@ -61,13 +61,26 @@ def test_cyclegan_stylize_is_plain_rgb(tiny_generator, rgb_batch):
         torch.testing.assert_close(model.stylize(x), ((model(x * 2 - 1) + 1) / 2).clamp(0, 1), rtol=0, atol=1e-6)
 
 
-def test_skip_input_adds_photo(tiny_generator):
+def test_skip_input_adds_photo_and_colour_head_corrects_each_pixel(tiny_generator):
     model = tiny_generator("cartoongan_skip")
     x = torch.rand(1, 3, 32, 32) * 2 - 1
-    plain = create_generator("cartoongan", **{**model.config(), "skip_input": False})
-    plain.load_state_dict(model.state_dict())
+    plain = create_generator("cartoongan", **{**model.config(), "skip_input": False, "colour_head": 0})
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("colour_head.")})
     with torch.no_grad():
-        torch.testing.assert_close(model(x), x + plain.eval()(x))
+        y = x + plain.eval()(x)
+        head = model.colour_head(torch.cat([x, y], 1))
+        assert head.abs().mean() > 1e-3  # the head is active in this model
+        torch.testing.assert_close(model(x), y + head)
+    assert create_generator("cartoongan", **{**model.config(), "colour_head": 8}).colour_head[0].out_channels == 8
+
+
+def test_colour_head_starts_as_a_no_op():
+    model = create_generator("cartoongan", ngf=4, n_blocks=1, colour_head=4).eval()
+    plain = create_generator("cartoongan", ngf=4, n_blocks=1).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("colour_head.")})
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), plain(x))
 
 
 def test_config_rebuilds_the_same_architecture(tiny_generator):

@@ -12,7 +12,7 @@ from gs_core.slim.plan import dense_plan, enforce_budget, layer_costs, min_keep,
 from gs_core.slim.quant import calibrate_activations
 from gs_core.slim.student import build_from_spec, make_student, spec_of
 
-ARCHS = ["cartoongan", "cyclegan_instance", "cyclegan_batch", "cyclegan_batch_dropout", "cyclegan_instance_affine"]
+ARCHS = ["cartoongan", "cartoongan_skip", "cyclegan_instance", "cyclegan_batch", "cyclegan_batch_dropout", "cyclegan_instance_affine"]
 
 
 @pytest.mark.parametrize("variant", ARCHS)
@@ -93,7 +93,7 @@ def test_extract_removes_zero_channels_without_changing_outputs(variant, tiny_ge
         assert slim.stylize(photo).std() > 0.01
 
 
-@pytest.mark.parametrize("variant", ["cartoongan", "cyclegan_instance", "cyclegan_batch"])
+@pytest.mark.parametrize("variant", ["cartoongan", "cartoongan_skip", "cyclegan_instance", "cyclegan_batch"])
 def test_extracted_cost_equals_plan_cost(variant, tiny_generator):
     teacher = tiny_generator(variant)
     student = make_student(teacher).eval()
@@ -127,7 +127,7 @@ def test_extract_rejects_a_plan_of_the_wrong_width(tiny_generator):
         extract(student, plan)
 
 
-@pytest.mark.parametrize("variant", ["cartoongan", "cyclegan_instance"])
+@pytest.mark.parametrize("variant", ["cartoongan", "cartoongan_skip", "cyclegan_instance"])
 def test_extract_keeps_quantizers(variant, tiny_generator):
     """A quantized student whose pruned weights are zero (as training leaves them after the freeze) extracts to
     a quantized slim model with the same outputs."""
