@@ -55,7 +55,7 @@ def main() -> None:
     manifest = json.loads((REPO / "checkpoints" / "manifest.json").read_text())
     chosen = [r for r in manifest if r["method"] == "gs" and r["bits"] == 8]
     chosen.sort(key=lambda r: r["sparsity_target"])
-    students = [(f"GS {r['sparsity_target']:.0%} MACs cut, 8 bit, {r['compression_size']:.0f}x",
+    students = [(f"GS {r['macs_removed']:.0%} MACs cut, 8 bit, {r['compression_size']:.0f}x",
                  load_model(REPO / "checkpoints" / r["path"])[0]) for r in chosen]
     rows = [[_stylize(teacher, t)] + [_stylize(m, t) for _, m in students] for t in tiles[:3]]
     _labelled_grid(rows, ["teacher"] + [name for name, _ in students]).save(
