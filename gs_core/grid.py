@@ -1,10 +1,10 @@
 """The grid: GS students along sparsity x bit width, the paper's baselines beside them, one manifest for all.
 
-Each point trains in `runs/grid/<id>/` (resumable) and is saved as `checkpoints/grid/<id>/` once trained and
-measured; a point whose folder has a card with metrics from this very teacher is skipped, so reruns only do
-what is missing, and a retrained teacher retrains every point (its runs live under `runs/grid/<teacher digest>/`,
-so stale training state is never resumed). A point that fails is reported in `checkpoints/grid/failures.json` and the others go on. The manifest is rebuilt from
-the cards after every point.
+Each point trains in `runs/grid/<teacher digest>/<id>/` (resumable) and is saved as `checkpoints/grid/<id>/` once
+trained and measured, its card naming the teacher's digest. A point whose card has metrics from this very teacher
+is skipped, so reruns only do what is missing; a retrained teacher retrains every point, in a run tree of its
+own, so stale training state is never resumed. A point that fails is reported in
+`checkpoints/grid/failures.json` and the others go on. The manifest is rebuilt from the cards after every point.
 """
 from __future__ import annotations
 
