@@ -45,14 +45,17 @@ def quantize_weight(w: torch.Tensor, bits: int, channel_axis: int | None) -> tor
     return _ste(w, torch.round(w / scale).clamp(-qmax, qmax) * scale)
 
 
-def quantize_activation(x: torch.Tensor, bits: int, alpha: torch.Tensor, signed: bool) -> torch.Tensor:
+def activation_levels(bits: int, signed: bool) -> tuple[int, int, int]:
+    """(steps per alpha, lowest level, highest level): the levels are k * alpha / steps, k = lowest .. highest."""
     if signed:
-        step = alpha / 2 ** (bits - 1)
-        low, high = -alpha, alpha - step
-    else:
-        step = alpha / (2 ** bits - 1)
-        low, high = torch.zeros_like(alpha), alpha
-    clipped = torch.minimum(torch.maximum(x, low), high)  # alpha gets its gradient here (PACT)
+        return 2 ** (bits - 1), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return 2 ** bits - 1, 0, 2 ** bits - 1
+
+
+def quantize_activation(x: torch.Tensor, bits: int, alpha: torch.Tensor, signed: bool) -> torch.Tensor:
+    steps, lowest, highest = activation_levels(bits, signed)
+    step = alpha / steps
+    clipped = torch.minimum(torch.maximum(x, lowest * step), highest * step)  # alpha gets its gradient here (PACT)
     return _ste(clipped, torch.round(clipped / step) * step)
 
 
@@ -75,12 +78,8 @@ class ActivationQuantizer(nn.Module):
         if self.training or torch.is_grad_enabled():
             return quantize_activation(x, self.bits, self.alpha, bool(self.signed))
         # Inference: the same levels through PyTorch's fused kernel, one pass over x instead of several.
-        alpha = float(self.alpha)
-        if bool(self.signed):
-            step, low, high = alpha / 2 ** (self.bits - 1), -(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1
-        else:
-            step, low, high = alpha / (2 ** self.bits - 1), 0, 2 ** self.bits - 1
-        return torch.fake_quantize_per_tensor_affine(x, step, 0, low, high)
+        steps, lowest, highest = activation_levels(self.bits, bool(self.signed))
+        return torch.fake_quantize_per_tensor_affine(x, float(self.alpha) / steps, 0, lowest, highest)
 
 
 class QuantConvMixin:
