@@ -159,15 +159,15 @@ def manifest_record(point_id: str, folder: Path, card: dict, teacher_macs: int, 
     return record
 
 
-def write_manifest(root: Path, teacher_path: Path) -> pd.DataFrame:
-    """Rebuild `root/manifest.json` from the teacher's (which must live under root) and every grid point's card."""
+def write_manifest(root: Path, teacher_path: Path, teacher_digest: str) -> pd.DataFrame:
+    """Rebuild `root/manifest.json` from the teacher's card (the teacher must live under root) and the card of
+    every grid point distilled from it (`teacher_digest`, its weights_digest)."""
     teacher_card = read_card(teacher_path)
     teacher_macs = teacher_card["metrics"]["macs"]
-    digest = weights_digest(load_model(teacher_path)[0])
     records = [manifest_record("teacher", teacher_path, teacher_card, teacher_macs, root)]
     left_out = []
     for folder in sorted((root / "grid").glob("*/")):
-        if _finished(folder, digest):
+        if _finished(folder, teacher_digest):
             records.append(manifest_record(folder.name, folder, read_card(folder), teacher_macs, root))
         else:
             left_out.append(folder.name)
@@ -204,7 +204,7 @@ def remeasure(cfg: GridConfig, teacher_path: str | Path, out: str | Path, metric
             if name in row and not pd.isna(row[name]):
                 card["metrics"][name] = row[name]
         write_card(folder, card)
-    return write_manifest(out, teacher_path)
+    return write_manifest(out, teacher_path, digest)
 
 
 def run_grid(cfg: GridConfig, teacher_path: str | Path, out: str | Path, run_dir: str | Path,
@@ -255,7 +255,7 @@ def run_grid(cfg: GridConfig, teacher_path: str | Path, out: str | Path, run_dir
         except Exception as err:  # one broken point must not stop the grid; it is reported and retried next run
             failures[point.id] = f"{type(err).__name__}: {err}"
             print(f"[grid] {point.id} FAILED: {failures[point.id]}\n{traceback.format_exc()}", flush=True)
-        write_manifest(out, teacher_path)
+        write_manifest(out, teacher_path, digest)
     (out / "grid").mkdir(parents=True, exist_ok=True)
     (out / "grid" / "failures.json").write_text(json.dumps(failures, indent=1) + "\n")
-    return write_manifest(out, teacher_path)
+    return write_manifest(out, teacher_path, digest)

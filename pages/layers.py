@@ -81,5 +81,4 @@ def add_layers_page(shared: Shared, tab: gr.Tab) -> None:
     with gr.Row():
         gammas = gr.Plot(elem_id="layers-gammas")
         bits = gr.Plot(elem_id="layers-bits")
-    add_view(shared, tab, partial(layer_figures, shared.grid), [shared.student],
-                      [survival, heatmap, gammas, bits])
+    add_view(shared, tab, partial(layer_figures, shared.grid), [shared.student], [survival, heatmap, gammas, bits])
