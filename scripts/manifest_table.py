@@ -24,7 +24,8 @@ def markdown(table: pd.DataFrame) -> str:
 
 
 if __name__ == "__main__":
-    path = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "checkpoints" / "manifest.json"
+    default = Path(__file__).resolve().parent.parent / "checkpoints" / "manifest.json"
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else default
     table = pd.DataFrame(json.loads(path.read_text()))
     order = {"teacher": 0, "gs": 1, "stacked": 2, "distill": 3, "prune": 4, "quant": 5}
     table = table.assign(_m=table["method"].map(order)).sort_values(["_m", "sparsity_target", "id"])

@@ -12,7 +12,8 @@ from gs_core.slim.plan import dense_plan, enforce_budget, layer_costs, min_keep,
 from gs_core.slim.quant import calibrate_activations
 from gs_core.slim.student import build_from_spec, make_student, spec_of
 
-ARCHS = ["cartoongan", "cartoongan_skip", "cyclegan_instance", "cyclegan_batch", "cyclegan_batch_dropout", "cyclegan_instance_affine"]
+ARCHS = ["cartoongan", "cartoongan_skip", "cyclegan_instance", "cyclegan_batch", "cyclegan_batch_dropout",
+         "cyclegan_instance_affine"]
 
 
 @pytest.mark.parametrize("variant", ARCHS)
