@@ -20,6 +20,14 @@ CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 MANIFEST = json.loads((CHECKPOINTS / "manifest.json").read_text())
 STUDENTS = [record for record in MANIFEST if record["id"] != "teacher"]
 
+# Recorded quality figures were measured on the machine that trained the checkpoints. Another CPU runs other float
+# kernels (other SIMD paths in convolutions, OpenCV's filters, reductions), and fake quantization turns a last-bit
+# difference into a whole level here and there: on a second machine of the same kind gs-s0.7-b8's PSNR came out
+# 0.0012 dB off. The margins are 40x that, yet a wrong model still fails: the shipped student nearest to
+# gs-s0.7-b8 is 0.53 dB and 0.0026 SSIM away from it. Counts (params, MACs, digests) stay exact.
+PSNR_MARGIN_DB = 0.05
+SSIM_MARGIN = 1e-3
+
 
 @pytest.fixture(scope="module")
 def teacher():
@@ -43,8 +51,10 @@ def test_teacher_card_numbers_reproduce(teacher):
     model, card = teacher
     recorded = card["metrics_vs_target"]
     measured = evaluate_against_target(model, load_split("test"))
-    for key in ("teacher_psnr", "teacher_ssim", "identity_psnr", "identity_ssim"):
-        assert measured[key] == pytest.approx(recorded[key], abs=1e-3), key
+    for key in ("teacher_psnr", "identity_psnr"):
+        assert measured[key] == pytest.approx(recorded[key], abs=PSNR_MARGIN_DB), key
+    for key in ("teacher_ssim", "identity_ssim"):
+        assert measured[key] == pytest.approx(recorded[key], abs=SSIM_MARGIN), key
     assert sum(p.numel() for p in model.parameters()) == card["params"]
 
 
@@ -53,7 +63,7 @@ def test_a_students_recorded_quality_reproduces():
     row = evaluate_models([CHECKPOINTS / record["path"]], Path(load_split("test")[0]).parent,
                           CHECKPOINTS / "teacher", metrics=("psnr", "ssim", "macs"),
                           size=grid_preset("default").eval_size, progress=False).iloc[0]
-    assert row["psnr"] == pytest.approx(record["psnr"], abs=1e-3)
-    assert row["ssim"] == pytest.approx(record["ssim"], abs=1e-4)
+    assert row["psnr"] == pytest.approx(record["psnr"], abs=PSNR_MARGIN_DB)
+    assert row["ssim"] == pytest.approx(record["ssim"], abs=SSIM_MARGIN)
     assert row["macs"] == record["macs"]
     assert read_card(CHECKPOINTS / record["path"])["metrics"]["psnr"] == record["psnr"]

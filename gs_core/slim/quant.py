@@ -19,6 +19,8 @@ from torch import nn
 
 FULL_PRECISION = 32
 VALID_BITS = (2, 3, 4, 5, 6, 7, 8, FULL_PRECISION)
+CALIBRATION_SAMPLE = 1_000_000  # values per quantizer the clip quantile is estimated from (torch.quantile's
+# input is limited to 2^24 values; a full-width generator's activations on one 256 px batch are 10^7..10^8)
 
 
 def check_bits(bits: int) -> int:
@@ -59,6 +61,15 @@ def quantize_activation(x: torch.Tensor, bits: int, alpha: torch.Tensor, signed:
     return _ste(clipped, torch.round(clipped / step) * step)
 
 
+def spread_sample(values: torch.Tensor, k: int) -> torch.Tensor:
+    """At most k entries of a flat tensor, evenly spread over it. Integer index arithmetic: a float32
+    linspace cannot address more than 2^24 entries exactly (its last index rounds past the end)."""
+    n = values.numel()
+    if n <= k:
+        return values
+    return values[torch.arange(k, device=values.device) * (n - 1) // (k - 1)]
+
+
 class ActivationQuantizer(nn.Module):
     """Quantizes a conv's input. alpha is NaN until `calibrate_activations` has seen real data."""
 
@@ -67,11 +78,14 @@ class ActivationQuantizer(nn.Module):
         self.bits = check_bits(bits)
         self.alpha = nn.Parameter(torch.tensor(float("nan")))
         self.register_buffer("signed", torch.tensor(False))
-        self.observed: list[torch.Tensor] | None = None  # set while calibrating
+        # While calibrating: (min, spread sample of |x|) per call; a sample, not the whole tensor, so that
+        # calibrating a full-width generator on a real batch does not hold every activation map at once.
+        self.observed: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observed is not None:
-            self.observed.append(x.detach())
+            x_flat = x.detach().flatten()
+            self.observed.append((x_flat.min(), spread_sample(x_flat, CALIBRATION_SAMPLE).abs().float()))
             return x
         if torch.isnan(self.alpha):
             raise RuntimeError("activation quantizer used before calibration; call calibrate_activations first")
@@ -194,10 +208,10 @@ def calibrate_activations(model: nn.Module, batch: torch.Tensor, quantile: float
     try:
         with _observing(quantizers):
             model(batch)
-            stats = [(torch.cat([o.flatten() for o in q.observed]), q) for q in quantizers]
+            stats = [(min(float(m) for m, _ in q.observed), torch.cat([s for _, s in q.observed]), q)
+                     for q in quantizers]
     finally:
         model.train(was_training)
-    for values, q in stats:
-        sample = values[torch.linspace(0, values.numel() - 1, min(values.numel(), 1_000_000)).long()]
-        q.signed.fill_(bool(values.min() < 0))
-        q.alpha.fill_(max(float(torch.quantile(sample.abs(), quantile)), 1e-6))
+    for lowest, magnitudes, q in stats:
+        q.signed.fill_(lowest < 0)
+        q.alpha.fill_(max(float(torch.quantile(spread_sample(magnitudes, CALIBRATION_SAMPLE), quantile)), 1e-6))

@@ -204,3 +204,19 @@ def test_calibration_leaves_batch_norm_stats_and_mode_alone(tiny_generator):
     torch.manual_seed(456)
     calibrate_activations(student, x)
     assert {n: q.alpha.item() for n, q in _quantizers(student).items()} == first
+
+
+def test_calibration_over_more_than_2_to_the_24_values():
+    """A full-width generator on a 256 px batch feeds each quantizer 10^7..10^8 values: float32 index
+    arithmetic and torch.quantile both break past 2^24, so calibration must not rely on either."""
+    conv = add_quantizers(nn.Sequential(nn.Conv2d(3, 4, 1), nn.Conv2d(4, 4, 1)), {"0": 8, "1": 8})
+    with torch.no_grad():
+        conv[0].weight.copy_(torch.eye(4, 3)[:, :, None, None])  # the second conv sees the input, padded by 0
+        conv[0].bias.zero_()
+    x = torch.rand(1, 3, 1200, 1200)
+    x[0, 0, 0, 1] = -2.0  # one negative value, off the evenly spread sample: the sign must still be seen
+    batch = torch.cat([x, x, x])  # the second conv's input: 3 x 4 x 1200 x 1200 = 17.3 M values > 2^24
+    calibrate_activations(conv, batch)
+    q = conv[1].act
+    assert bool(q.signed)
+    assert 0.99 < q.alpha.item() <= 1.0  # 99.9th percentile of |x|, uniform on [0, 1)
