@@ -54,6 +54,7 @@ def batches_from(inputs: torch.Tensor, targets: torch.Tensor, batch_size: int, s
     """Step s -> a batch drawn by a generator seeded with (seed, s): resumable and reproducible."""
     def batches(step: int):
         index = torch.from_numpy(np.random.default_rng([seed, step]).integers(0, len(inputs), batch_size))
+        index = index.to(inputs.device)
         return inputs[index], targets[index]
     return batches
 
@@ -70,8 +71,9 @@ def thinner(teacher: Generator, mac_fraction: float) -> Generator:
 
 
 def _train(model: Generator, inputs, targets, cfg: SlimConfig, run_dir: Path, *, bits, gated: bool,
-           budget: float | None, teacher: Generator, steps: int, desc: str, progress: bool):
-    student = make_student(model, bits, cfg.per_channel, gated=gated)
+           budget: float | None, teacher: Generator, steps: int, desc: str, progress: bool,
+           device: torch.device):
+    student = make_student(model, bits, cfg.per_channel, gated=gated).to(device)
     calibrate_activations(student, inputs[:16])
     prune = gated and (budget is not None or cfg.rho)
     train_cfg = replace(cfg.train, steps=steps, budget=budget if prune and cfg.rho is None else None,
@@ -82,48 +84,55 @@ def _train(model: Generator, inputs, targets, cfg: SlimConfig, run_dir: Path, *,
         cost_model = (layer_costs(model, COST_SIZE), plan_cost(teacher, dense_plan(teacher),
                                                                   layer_costs(teacher, COST_SIZE)), bits_map)
     history = fit(student, batches_from(inputs, targets, cfg.batch_size, cfg.train.seed), train_cfg, run_dir,
-                  cost_model=cost_model, progress=progress, desc=desc)
+                  cost_model=cost_model, progress=progress, desc=desc, device=device)
     return student, history
 
 
 def run_method(teacher: Generator, inputs: torch.Tensor, outputs: torch.Tensor, cfg: SlimConfig,
                run_dir: str | Path, task_targets: torch.Tensor | None = None,
-               progress: bool = True) -> tuple[Generator, dict]:
-    """Train one compressed model; returns (the deployable slim model, card fields describing it)."""
+               progress: bool = True, device: torch.device | str = "cpu") -> tuple[Generator, dict]:
+    """Train one compressed model on `device`; returns (the deployable slim model on the CPU, card fields
+    describing it). The training pairs move to the device once, not batch by batch."""
     run_dir = Path(run_dir)
+    device = torch.device(device)
+    inputs, outputs = inputs.to(device), outputs.to(device)
+    task_targets = None if task_targets is None else task_targets.to(device)
     steps = cfg.train.steps
     keep = 1 - cfg.sparsity
     gammas, history = {}, []
     if cfg.method == "gs":
         student, history = _train(teacher, inputs, outputs, cfg, run_dir, bits=cfg.bits, gated=True, budget=keep,
-                                  teacher=teacher, steps=steps, desc="gs", progress=progress)
+                                  teacher=teacher, steps=steps, desc="gs", progress=progress,
+                                  device=device)
         gammas = _gammas(student)
         slim = extract(student)
     elif cfg.method == "prune":
         if task_targets is None:
             raise ValueError("the prune baseline learns from the task targets; this teacher has none")
         student, history = _train(teacher, inputs, task_targets, cfg, run_dir, bits=FULL_PRECISION, gated=True,
-                                  budget=keep, teacher=teacher, steps=steps, desc="prune", progress=progress)
+                                  budget=keep, teacher=teacher, steps=steps, desc="prune", progress=progress,
+                                  device=device)
         gammas = _gammas(student)
         slim = extract(student)
     elif cfg.method == "quant":
         slim, history = _train(teacher, inputs, outputs, cfg, run_dir, bits=cfg.bits, gated=False, budget=None,
-                               teacher=teacher, steps=steps, desc="quant", progress=progress)
+                               teacher=teacher, steps=steps, desc="quant", progress=progress, device=device)
     elif cfg.method == "distill":
         slim, history = _train(thinner(teacher, keep), inputs, outputs, cfg, run_dir, bits=FULL_PRECISION,
                                gated=False, budget=None, teacher=teacher, steps=steps, desc="distill",
-                               progress=progress)
+                               progress=progress, device=device)
     else:  # stacked: half the MAC reduction by a thinner student, the rest by pruning it, then quantize
         third = max(1, steps // 3)
         thin, h1 = _train(thinner(teacher, math.sqrt(keep)), inputs, outputs, cfg, run_dir / "1-distill",
                           bits=FULL_PRECISION, gated=False, budget=None, teacher=teacher, steps=third,
-                          desc="stacked 1/3 distill", progress=progress)
+                          desc="stacked 1/3 distill", progress=progress, device=device)
         pruned, h2 = _train(thin, inputs, outputs, cfg, run_dir / "2-prune", bits=FULL_PRECISION, gated=True,
-                            budget=keep, teacher=teacher, steps=third, desc="stacked 2/3 prune", progress=progress)
+                            budget=keep, teacher=teacher, steps=third, desc="stacked 2/3 prune", progress=progress,
+                            device=device)
         gammas = _gammas(pruned)
         slim, h3 = _train(extract(pruned), inputs, outputs, cfg, run_dir / "3-quant", bits=_bits_for(cfg.bits),
                           gated=False, budget=None, teacher=teacher, steps=steps - 2 * third,
-                          desc="stacked 3/3 quant", progress=progress)
+                          desc="stacked 3/3 quant", progress=progress, device=device)
         history = [{**r, "stage": s, "step": r["step"] + offset}
                    for s, h, offset in (("distill", h1, 0), ("prune", h2, third), ("quant", h3, 2 * third))
                    for r in h]

@@ -25,7 +25,10 @@ def plan_from_gates(model: Generator) -> Plan:
         alive = None
         for name in group.gates:
             gate = model.get_submodule(name)
-            mask = gate.alive() if isinstance(gate, ChannelGate) else torch.ones(gate_width(gate), dtype=torch.bool)
+            if isinstance(gate, ChannelGate):
+                mask = gate.alive().cpu()
+            else:
+                mask = torch.ones(gate_width(gate), dtype=torch.bool)
             alive = mask if alive is None else alive | mask
         plan[group.name] = alive.tolist()
     return plan
@@ -57,7 +60,7 @@ def layer_costs(model: Generator, size: tuple[int, int] = (256, 256)) -> dict[st
     """Per-conv costs measured with PyTorch's flop counter (MACs = FLOPs / 2, convolutions only)."""
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        model(torch.zeros(1, 3, *size))
+        model(torch.zeros(1, 3, *size, device=next(model.parameters()).device))
     flops = counter.get_flop_counts()
     costs = {}
     for name, conv in conv_layers(model).items():
@@ -129,8 +132,8 @@ def enforce_budget(model: Generator, plan: Plan, costs: dict[str, LayerCost], ta
     candidates = []
     for group in model.channel_groups():
         gammas = torch.stack([model.get_submodule(g).gamma.detach().abs() for g in group.gates])
-        importance = gammas.mean(dim=0)
-        candidates += [(float(importance[c]), group.name, c) for c in range(len(importance)) if plan[group.name][c]]
+        importance = gammas.mean(dim=0).tolist()  # one transfer, not one per channel from a GPU
+        candidates += [(importance[c], group.name, c) for c in range(len(importance)) if plan[group.name][c]]
     candidates.sort()
     for _, group_name, channel in candidates:
         if getattr(plan_cost(model, plan, costs, bits), metric) <= target:

@@ -29,22 +29,20 @@ def check_bits(bits: int) -> int:
     return bits
 
 
-def _ste(x: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
-    """Forward: quantized values; backward: identity (the straight-through estimator)."""
-    return x + (quantized - x).detach()
-
-
 def quantize_weight(w: torch.Tensor, bits: int, channel_axis: int | None) -> torch.Tensor:
+    """Symmetric fake quantization, scale = max |w| / qmax (per tensor or per `channel_axis`), in PyTorch's
+    fused kernel: one pass, and its backward is the straight-through estimator (no weight is ever clipped)."""
     if bits == FULL_PRECISION:
         return w
     qmax = 2 ** (bits - 1) - 1
     if channel_axis is None:
-        max_abs = w.detach().abs().max()
-    else:
-        dims = [d for d in range(w.dim()) if d != channel_axis]
-        max_abs = w.detach().abs().amax(dim=dims, keepdim=True)
-    scale = max_abs.clamp(min=1e-12) / qmax
-    return _ste(w, torch.round(w / scale).clamp(-qmax, qmax) * scale)
+        scale = w.detach().abs().max().clamp(min=1e-12).reshape(1) / qmax
+        return torch.fake_quantize_per_tensor_affine(w, scale, torch.zeros(1, dtype=torch.int32, device=w.device),
+                                                     -qmax, qmax)
+    dims = [d for d in range(w.dim()) if d != channel_axis]
+    scale = w.detach().abs().amax(dim=dims).clamp(min=1e-12) / qmax
+    zero = torch.zeros(scale.shape, dtype=torch.int32, device=w.device)
+    return torch.fake_quantize_per_channel_affine(w, scale, zero, channel_axis, -qmax, qmax)
 
 
 def activation_levels(bits: int, signed: bool) -> tuple[int, int, int]:
@@ -54,11 +52,34 @@ def activation_levels(bits: int, signed: bool) -> tuple[int, int, int]:
     return 2 ** bits - 1, 0, 2 ** bits - 1
 
 
+class _ClipAndRound(torch.autograd.Function):
+    """Forward: PyTorch's fused fake-quantization kernel (one pass over x). Backward: the straight-through
+    estimator inside the clip range, zero outside it, and PACT's gradient for alpha: a value clipped at the top
+    level k_max * alpha / steps passes k_max / steps of its gradient to alpha (k_min / steps at the bottom)."""
+
+    @staticmethod
+    def forward(ctx, x, alpha, steps: int, lowest: int, highest: int):
+        step = (alpha.detach().float() / steps).reshape(1)
+        ctx.save_for_backward(x, step)
+        ctx.levels = steps, lowest, highest
+        zero = torch.zeros(1, dtype=torch.int32, device=x.device)
+        return torch.fake_quantize_per_tensor_affine(x, step, zero, lowest, highest)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, step = ctx.saved_tensors
+        steps, lowest, highest = ctx.levels
+        step = step.reshape(())  # 0-dim: comparing with a bf16 x does not promote x to fp32
+        below, above = x < lowest * step, x > highest * step
+        grad_x = grad.masked_fill(below | above, 0)
+        grad_alpha = (highest * torch.where(above, grad, 0).sum(dtype=torch.float32)
+                      + lowest * torch.where(below, grad, 0).sum(dtype=torch.float32)) / steps
+        return grad_x, grad_alpha, None, None, None
+
+
 def quantize_activation(x: torch.Tensor, bits: int, alpha: torch.Tensor, signed: bool) -> torch.Tensor:
-    steps, lowest, highest = activation_levels(bits, signed)
-    step = alpha / steps
-    clipped = torch.minimum(torch.maximum(x, lowest * step), highest * step)  # alpha gets its gradient here (PACT)
-    return _ste(clipped, torch.round(clipped / step) * step)
+    """x clipped to alpha's range and rounded to its 2^bits levels (see `activation_levels`)."""
+    return _ClipAndRound.apply(x, alpha, *activation_levels(bits, signed))
 
 
 def spread_sample(values: torch.Tensor, k: int) -> torch.Tensor:
@@ -89,11 +110,7 @@ class ActivationQuantizer(nn.Module):
             return x
         if torch.isnan(self.alpha):
             raise RuntimeError("activation quantizer used before calibration; call calibrate_activations first")
-        if self.training or torch.is_grad_enabled():
-            return quantize_activation(x, self.bits, self.alpha, bool(self.signed))
-        # Inference: the same levels through PyTorch's fused kernel, one pass over x instead of several.
-        steps, lowest, highest = activation_levels(self.bits, bool(self.signed))
-        return torch.fake_quantize_per_tensor_affine(x, float(self.alpha) / steps, 0, lowest, highest)
+        return quantize_activation(x, self.bits, self.alpha, bool(self.signed))
 
 
 class QuantConvMixin:

@@ -36,6 +36,7 @@ from gs_core.slim.plan import Plan, enforce_budget, plan_cost, plan_from_gates
 from gs_core.slim.quant import calibrate_activations
 
 DISTILL_LOSSES = ("l1", "mse", "lpips", "lpips-vgg")
+PRECISIONS = ("bf16", "fp32")
 STATE = "state.pt"
 LOG = "log.jsonl"
 
@@ -57,10 +58,15 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 50
     log_every: int = 10
+    # "bf16": forward and backward under bf16 autocast, channels_last (weights, Adam and gammas stay fp32);
+    # "fp32" computes everything in fp32. 8-bit levels are exact in bf16 (8 significant bits).
+    precision: str = "bf16"
 
     def __post_init__(self):
         if self.distill not in DISTILL_LOSSES:
             raise ValueError(f"distill must be one of {DISTILL_LOSSES}, got {self.distill!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.budget_metric not in ("macs", "size_bits"):
             raise ValueError(f"budget_metric must be 'macs' or 'size_bits', got {self.budget_metric!r}")
         if self.budget is not None and not 0 < self.budget <= 1:
@@ -130,9 +136,10 @@ def _apply_plan_(model: nn.Module, plan: Plan, weights_too: bool = True) -> None
     weights that write or read them. Those weights no longer change the output, but zeroing them makes the
     fake-quant scales (max |w|) those of the slim model, so extraction is exact with quantization too."""
     gates = gates_of(model)
+    device = next(model.parameters()).device
     with torch.no_grad():
         for group in model.channel_groups():
-            dead = (~torch.tensor(plan[group.name])).nonzero().flatten()
+            dead = (~torch.tensor(plan[group.name])).nonzero().flatten().to(device)
             for name in group.gates:
                 if name in gates:
                     gates[name].gamma[dead] = 0
@@ -147,15 +154,20 @@ def _apply_plan_(model: nn.Module, plan: Plan, weights_too: bool = True) -> None
 
 
 def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Path, *,
-        cost_model: tuple | None = None, progress: bool = True, desc: str = "train") -> list[dict]:
-    """Train `model` in place with the GS objective; returns the history (one dict per logged step).
+        cost_model: tuple | None = None, progress: bool = True, desc: str = "train",
+        device: torch.device | str = "cpu") -> list[dict]:
+    """Train `model` in place with the GS objective on `device`; returns the history (one dict per logged step).
+    The model comes back on the CPU, in eval mode.
 
     cost_model = (layer costs, reference cost, bits) lets budget mode and the progress bar price the plan.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device)
     torch.manual_seed(cfg.seed)
-    disc = PatchDiscriminator(cfg.ndf, cfg.d_layers) if cfg.gan_weight > 0 else None
+    layout = torch.channels_last if cfg.precision == "bf16" else torch.contiguous_format
+    model.to(device, memory_format=layout)
+    disc = PatchDiscriminator(cfg.ndf, cfg.d_layers).to(device, memory_format=layout) if cfg.gan_weight > 0 else None
     gammas = gamma_parameters(model)
     gamma_ids = {id(g) for g in gammas}
     weights = [p for p in model.parameters() if id(p) not in gamma_ids]
@@ -176,7 +188,7 @@ def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Pat
         rho = median / (4 * 0.8 * cfg.lr_gamma * prune_end)
     state_path = run_dir / STATE
     if state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        state = torch.load(state_path, map_location=device, weights_only=True)
         _check_same_run(state, cfg, run_dir)
         try:
             model.load_state_dict(state["model"])
@@ -189,7 +201,7 @@ def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Pat
         if disc:
             disc.load_state_dict(state["disc"])
             opt_d.load_state_dict(state["opt_d"])
-        torch.set_rng_state(state["rng"])
+        torch.set_rng_state(state["rng"].cpu())
         start, rho, frozen, history = state["step"], state["rho"], state["plan"], state["history"]
     (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
 
@@ -206,6 +218,7 @@ def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Pat
         cost = plan_cost(model, plan_from_gates(model), costs, bits)
         return getattr(cost, cfg.budget_metric) / getattr(reference, cfg.budget_metric)
 
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     model.train()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=desc, disable=not progress,
                dynamic_ncols=True)
@@ -217,28 +230,33 @@ def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Pat
                 group["lr"] = cfg.lr * scale
             if opt_g:
                 opt_g.param_groups[0]["lr"] = cfg.lr_gamma * scale
-            x, y = batches(step)
-            fake = model(x)
+            x, y = (t.to(device, memory_format=layout) for t in batches(step))
+            with autocast:
+                fake = model(x)
 
             # Discriminator: teacher outputs (or targets) are real, student outputs fake (LSGAN).
             loss_d = torch.zeros(())
             if disc:
                 for group in opt_d.param_groups:
                     group["lr"] = cfg.lr * scale
-                pred_real, pred_fake = disc(y), disc(fake.detach())
-                loss_d = 0.5 * (F.mse_loss(pred_real, torch.ones_like(pred_real))
-                                + F.mse_loss(pred_fake, torch.zeros_like(pred_fake)))
+                with autocast:
+                    pred_real, pred_fake = disc(y).float(), disc(fake.detach()).float()
+                    loss_d = 0.5 * (F.mse_loss(pred_real, torch.ones_like(pred_real))
+                                    + F.mse_loss(pred_fake, torch.zeros_like(pred_fake)))
                 _check_finite(loss_d, "discriminator", step, state_path)
                 opt_d.zero_grad(set_to_none=True)
                 loss_d.backward()
                 opt_d.step()
 
-            loss_distill = distill(fake, y)
-            loss_gan = torch.zeros(())
-            if disc:
-                pred = disc(fake)
-                loss_gan = 0.5 * F.mse_loss(pred, torch.ones_like(pred))
-            loss = cfg.distill_weight * loss_distill + cfg.gan_weight * loss_gan
+            with autocast:
+                loss_distill = distill(fake.float(), y)
+                loss_gan = torch.zeros((), device=device)
+                if disc:
+                    disc.requires_grad_(False)  # G's step needs gradients through D, not D's weight gradients
+                    pred = disc(fake).float()
+                    disc.requires_grad_(True)
+                    loss_gan = 0.5 * F.mse_loss(pred, torch.ones_like(pred))
+                loss = cfg.distill_weight * loss_distill + cfg.gan_weight * loss_gan
             _check_finite(loss, "generator", step, state_path)
             opt_w.zero_grad(set_to_none=True)
             if opt_g:
@@ -284,5 +302,6 @@ def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Pat
                                 alive=f"{alive:.1%}")
             if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
                 save(step + 1)
+    model.to("cpu", memory_format=torch.contiguous_format)
     model.eval()
     return history

@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from gs_core.slim.quant import (ActivationQuantizer, QuantConv2d, QuantConvTranspose2d, add_quantizers,
-                                calibrate_activations, check_bits, conv_layers, layer_bits, quantize_activation,
+from gs_core.slim.quant import (ActivationQuantizer, QuantConv2d, QuantConvTranspose2d, activation_levels,
+                                add_quantizers, calibrate_activations, check_bits, conv_layers, layer_bits, quantize_activation,
                                 quantize_weight)
 from gs_core.slim.student import make_student
 
@@ -220,3 +220,22 @@ def test_calibration_over_more_than_2_to_the_24_values():
     q = conv[1].act
     assert bool(q.signed)
     assert 0.99 < q.alpha.item() <= 1.0  # 99.9th percentile of |x|, uniform on [0, 1)
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_fused_activation_quantizer_matches_its_autograd_definition(signed):
+    """The fused kernel and hand-written backward give what clamp + round + STE give through autograd."""
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(2, 3, 8, 8, generator=g) * 2).requires_grad_()
+    alpha = torch.tensor(1.3, requires_grad=True)
+    upstream = torch.randn(x.shape, generator=g)
+    steps, lowest, highest = activation_levels(4, signed)
+    x_ref, alpha_ref = x.detach().clone().requires_grad_(), alpha.detach().clone().requires_grad_()
+    step = alpha_ref / steps
+    clipped = torch.minimum(torch.maximum(x_ref, lowest * step), highest * step)
+    reference = clipped + (torch.round(clipped / step) * step - clipped).detach()
+    (reference * upstream).sum().backward()
+    (quantize_activation(x, 4, alpha, signed) * upstream).sum().backward()
+    torch.testing.assert_close(quantize_activation(x, 4, alpha, signed), reference, rtol=0, atol=1e-6)
+    torch.testing.assert_close(x.grad, x_ref.grad)
+    torch.testing.assert_close(alpha.grad, alpha_ref.grad)

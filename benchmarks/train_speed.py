@@ -1,0 +1,154 @@
+"""Seconds per training step: GS (gates, proximal step, fake quantization) against a plain dense PyTorch step.
+
+    python benchmarks/train_speed.py [--size 256] [--batches 1 4] [--steps 6] [--rounds 2] [--threads 2]
+                                     [--device cpu] [--profile] [--out benchmarks/results/train_speed.json]
+
+The networks and losses are those of a CycleGAN user: ResNet-9 generator (ngf 64, random weights), PatchGAN
+discriminator (ndf 64, 3 layers), MSE x 10 + LSGAN, Adam. The plain step is the textbook fp32 loop written out
+here; the GS steps are the library's own (`run_method`, sparsity 0.5 in budget mode, so gates are pruned while
+timed), in fp32 and in bf16 (the default). Every configuration runs in this one process, `--rounds` times in
+alternating order, so load on a shared machine hits them alike; the table gives the median step, its ratio to
+the plain fp32 step, and the peak RSS of each run (VmHWM, reset before each run).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from gs_core.device import resolve_device, synchronize
+from gs_core.models import PatchDiscriminator, create_generator
+from gs_core.slim.methods import SlimConfig, run_method
+from gs_core.slim.train import TrainConfig
+
+CONFIGS = ("plain fp32", "gs-32 fp32", "gs-8 fp32", "gs-32 bf16", "gs-8 bf16")
+
+
+def _reset_peak_rss() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # Linux: VmHWM := current RSS
+
+
+def _peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def plain_steps(teacher, inputs, outputs, steps: int, batch: int, device) -> list[float]:
+    """The dense fp32 step every GAN tutorial writes: D on real and fake, then G on MSE x 10 + LSGAN."""
+    gen = create_generator("cyclegan", n_blocks=9).to(device).train()
+    gen.load_state_dict(teacher.state_dict())
+    disc = PatchDiscriminator(64, 3).to(device)
+    opt_g = torch.optim.Adam(gen.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    times = []
+    for step in range(steps):
+        first = step * batch % len(inputs)
+        x, y = inputs[first:first + batch].to(device), outputs[first:first + batch].to(device)
+        start = time.perf_counter()
+        fake = gen(x)
+        pred_real, pred_fake = disc(y), disc(fake.detach())
+        loss_d = 0.5 * (F.mse_loss(pred_real, torch.ones_like(pred_real))
+                        + F.mse_loss(pred_fake, torch.zeros_like(pred_fake)))
+        opt_d.zero_grad()
+        loss_d.backward()
+        opt_d.step()
+        pred = disc(fake)
+        loss = 10 * F.mse_loss(fake, y) + 0.5 * F.mse_loss(pred, torch.ones_like(pred))
+        opt_g.zero_grad()
+        loss.backward()
+        opt_g.step()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def gs_steps(teacher, inputs, outputs, steps: int, batch: int, bits: int, precision: str, device) -> list[float]:
+    """The library's GS step, timed from its own log (one record per step, cumulative seconds)."""
+    train = TrainConfig(steps=steps, distill="mse", distill_weight=10.0, gan_weight=1.0, ndf=64, d_layers=3,
+                        log_every=1, checkpoint_every=10 ** 6, finetune_fraction=0.25, precision=precision)
+    cfg = SlimConfig(method="gs", bits=bits, sparsity=0.5, batch_size=batch, train=train)
+    with tempfile.TemporaryDirectory() as run_dir:
+        _, card = run_method(teacher, inputs, outputs, cfg, run_dir, progress=False, device=device)
+    seconds = [0.0] + [r["seconds"] for r in card["history"]]
+    return [b - a for a, b in zip(seconds, seconds[1:])]
+
+
+def run_config(name: str, teacher, inputs, outputs, steps: int, batch: int, device) -> list[float]:
+    if name == "plain fp32":
+        return plain_steps(teacher, inputs, outputs, steps, batch, device)
+    method, precision = name.split()
+    return gs_steps(teacher, inputs, outputs, steps, batch, int(method.split("-")[1]), precision, device)
+
+
+def profile_gs_step(teacher, inputs, outputs, batch: int, precision: str, device, rows: int = 25) -> str:
+    """torch.profiler's table (self CPU time) over the steps of a short GS-8 run."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        gs_steps(teacher, inputs, outputs, 3, batch, 8, precision, device)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--steps", type=int, default=6, help="steps per run; the first two are warm-up")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
+    parser.add_argument("--profile", action="store_true", help="also print torch.profiler tables of GS-8 steps")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_speed.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    torch.manual_seed(0)
+    teacher = create_generator("cyclegan", n_blocks=9).eval()
+    inputs = torch.rand(max(args.batches) * 2, 3, args.size, args.size) * 2 - 1
+    with torch.no_grad():
+        outputs = torch.cat([teacher(x[None]) for x in inputs])
+    results = []
+    for batch in args.batches:
+        times = {name: [] for name in args.configs}
+        peak = {name: 0.0 for name in args.configs}
+        for round_index in range(args.rounds):
+            order = args.configs if round_index % 2 == 0 else args.configs[::-1]
+            for name in order:
+                _reset_peak_rss()
+                times[name] += run_config(name, teacher, inputs, outputs, args.steps, batch, device)[2:]
+                peak[name] = max(peak[name], _peak_rss_mb())
+                print(f"batch {batch} round {round_index + 1} {name}: {statistics.median(times[name]):.3f} s/it",
+                      flush=True)
+        reference = statistics.median(times[args.configs[0]])
+        for name in args.configs:
+            median = statistics.median(times[name])
+            results.append({"config": name, "batch": batch, "size": args.size, "s_per_it": round(median, 3),
+                            "ratio_to_first": round(median / reference, 3), "peak_rss_mb": round(peak[name]),
+                            "steps_timed": len(times[name])})
+    print(f"\n{'config':<12} {'batch':>5} {'s/it':>7} {'ratio':>6} {'peak RSS MB':>12}")
+    for r in results:
+        print(f"{r['config']:<12} {r['batch']:>5} {r['s_per_it']:>7.3f} {r['ratio_to_first']:>6.2f} "
+              f"{r['peak_rss_mb']:>12}")
+    if args.profile:
+        for precision in ("fp32", "bf16"):
+            print(f"\nGS-8 {precision}, batch {args.batches[0]}:\n"
+                  + profile_gs_step(teacher, inputs, outputs, args.batches[0], precision, device))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"threads": args.threads, "device": str(device), "torch": torch.__version__,
+                               "results": results}, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
