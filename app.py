@@ -1,6 +1,6 @@
 """GAN Slimming Studio: see what distillation, channel pruning and quantization do to a cartoon generator.
 
-    python app.py [--checkpoints DIR] [--port N] [--host ADDR]
+    python app.py [--checkpoints DIR] [--port N] [--host ADDR] [--device auto|cpu|cuda[:N]]
 
 Serves on 127.0.0.1:7860 (or GRADIO_SERVER_PORT) without any network access; the checkpoint grid is read
 from DIR, else $GS_CHECKPOINTS, else <repo>/checkpoints. The app only runs models, it never trains.
@@ -19,6 +19,8 @@ from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
+
+from gs_core.device import DEVICE_CHOICES, resolve_device  # noqa: E402
 
 from pages import UI_EVENT, Shared, follow_student  # noqa: E402
 from pages.api import add_api  # noqa: E402
@@ -87,12 +89,13 @@ def main() -> None:
     parser.add_argument("--checkpoints", help="checkpoint grid folder (with manifest.json)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--device", default="auto", help=f"where the models run: {DEVICE_CHOICES} (default: auto)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     configure_torch()
     started = time.perf_counter()
     try:
-        grid = ModelGrid(checkpoints_dir(args.checkpoints))
+        grid = ModelGrid(checkpoints_dir(args.checkpoints), resolve_device(args.device))
     except (FileNotFoundError, ValueError) as err:  # CheckpointError is a ValueError
         parser.exit(1, f"error: {err}\n")
     log.info("loaded %d models from %s in %.1f s", len(grid.models), grid.root, time.perf_counter() - started)

@@ -33,6 +33,12 @@ def _add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, .
             parser.add_argument(flag, type=kind, default=f.default, help=f"(default: {f.default})")
 
 
+def _add_device_arg(parser: argparse.ArgumentParser) -> None:
+    from gs_core.device import DEVICE_CHOICES
+
+    parser.add_argument("--device", default="auto", help=f"{DEVICE_CHOICES} (default: auto, CUDA when present)")
+
+
 def _dataclass_from_args(cls, args: argparse.Namespace, **extra):
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in vars(args).items() if k in names}, **extra)
@@ -67,9 +73,11 @@ def cmd_stylize(args) -> int:
 
     from gs_core.checkpoint import load_model
     from gs_core.data.images import ImageLoadError, load_rgb, to_tensor, to_uint8
+    from gs_core.device import resolve_device
     from PIL import Image
 
-    model, _ = load_model(args.model)
+    device = resolve_device(args.device)
+    model = load_model(args.model)[0].to(device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     failures = 0
@@ -81,7 +89,7 @@ def cmd_stylize(args) -> int:
             failures += 1
             continue
         with torch.inference_mode():
-            styled = model.stylize(to_tensor(rgb)[None])[0]
+            styled = model.stylize(to_tensor(rgb)[None].to(device))[0].cpu()
         target = out / (Path(path).stem + ".png")
         Image.fromarray(to_uint8(styled)).save(target)
         print(f"{path} -> {target}" + "".join(f" ({n})" for n in notices))
@@ -94,17 +102,19 @@ def cmd_slim(args) -> int:
     from gs_core.checkpoint import load_model, save_model
     from gs_core.data.images import list_images
     from gs_core.data.teacher_cache import distillation_pairs, task_targets
+    from gs_core.device import resolve_device
     from gs_core.slim.methods import SlimConfig, run_method
     from gs_core.slim.train import TrainConfig
 
+    device = resolve_device(args.device)
+    torch.set_num_threads(args.threads)
     teacher, _ = load_model(args.teacher)
     photos = list_images(args.photos)
-    inputs, outputs = distillation_pairs(teacher, photos, args.size, REPO / "data" / "cache")
+    inputs, outputs = distillation_pairs(teacher, photos, args.size, REPO / "data" / "cache", device=device)
     train = _dataclass_from_args(TrainConfig, args)
     cfg = _dataclass_from_args(SlimConfig, args, train=train)
     targets = task_targets(teacher, inputs) if cfg.method == "prune" else None
-    torch.set_num_threads(args.threads)
-    slim, card = run_method(teacher, inputs, outputs, cfg, Path(args.out) / "run", targets)
+    slim, card = run_method(teacher, inputs, outputs, cfg, Path(args.out) / "run", targets, device=device)
     folder = save_model(slim, Path(args.out) / "slim", {"name": Path(args.out).name, **card})
     print(f"saved {folder}")
     return 0
@@ -126,11 +136,12 @@ def cmd_extract(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from gs_core.device import resolve_device
     from gs_core.eval.evaluate import METRICS, evaluate_models, write_table
 
     metrics = args.metrics or METRICS
     table = evaluate_models(args.models, args.photos, args.teacher, metrics=metrics, size=args.size,
-                            target_dir=args.target)
+                            target_dir=args.target, device=resolve_device(args.device))
     print(table.to_string())
     if args.out:
         write_table(table, args.out)
@@ -156,10 +167,12 @@ def cmd_photos(args) -> int:
 def cmd_train_teacher(args) -> int:
     import torch
 
+    from gs_core.device import resolve_device
     from gs_core.teacher import preset, train_teacher
 
+    device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
-    card = train_teacher(preset(args.preset, args.steps), args.out, args.run_dir)
+    card = train_teacher(preset(args.preset, args.steps), args.out, args.run_dir, device=device)
     print(json.dumps(card["metrics_vs_target"], indent=1))
     return 0
 
@@ -167,13 +180,16 @@ def cmd_train_teacher(args) -> int:
 def cmd_grid(args) -> int:
     import torch
 
+    from gs_core.device import resolve_device
     from gs_core.grid import grid_preset, remeasure, run_grid
 
+    device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
     if args.remeasure:
-        manifest = remeasure(grid_preset(args.preset), args.teacher, args.out, args.remeasure)
+        manifest = remeasure(grid_preset(args.preset), args.teacher, args.out, args.remeasure, device)
     else:
-        manifest = run_grid(grid_preset(args.preset), args.teacher, args.out, args.run_dir, only=args.only)
+        manifest = run_grid(grid_preset(args.preset), args.teacher, args.out, args.run_dir, only=args.only,
+                            device=device)
     print(manifest.to_string())
     return 0
 
@@ -195,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=str(DEFAULT_TEACHER))
     p.add_argument("--out", required=True)
     p.add_argument("--max-side", type=int, default=1024, help="downscale larger images (default 1024)")
+    _add_device_arg(p)
     p.set_defaults(run=cmd_stylize)
 
     p = sub.add_parser("slim", help="one GS run (or baseline): teacher + photo folder -> slim student")
@@ -203,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder; rerunning the same command resumes it")
     p.add_argument("--size", type=int, default=96, help="training crop size (default 96)")
     p.add_argument("--threads", type=int, default=2)
+    _add_device_arg(p)
     _add_dataclass_args(p, SlimConfig, skip=("train",))
     _add_dataclass_args(p, TrainConfig, skip=("rho", "budget"))  # set through --rho / --sparsity
     p.set_defaults(run=cmd_slim)
@@ -220,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--target", help="folder of target-domain images: FID against it too")
     p.add_argument("--out", help="table file (.csv or .json)")
+    _add_device_arg(p)
     p.set_defaults(run=cmd_eval)
 
     p = sub.add_parser("fetch-weights", help="download LPIPS / FID backbone weights (needs internet)")
@@ -237,17 +256,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(DEFAULT_TEACHER))
     p.add_argument("--run-dir", default=str(REPO / "runs" / "teacher"))
     p.add_argument("--threads", type=int, default=2)
+    _add_device_arg(p)
     p.set_defaults(run=cmd_train_teacher)
 
     p = sub.add_parser("grid", help="train the sparsity x bits grid and baselines (resumable, incremental)")
     p.add_argument("--preset", default="default")
-    p.add_argument("--teacher", default=str(DEFAULT_TEACHER))
+    p.add_argument("--teacher", default=str(DEFAULT_TEACHER),
+                   help="our teacher folder, or an official CartoonGAN / CycleGAN .pth (copied into OUT/teacher)")
     p.add_argument("--out", default=str(REPO / "checkpoints"))
     p.add_argument("--run-dir", default=str(REPO / "runs" / "grid"))
     p.add_argument("--only", nargs="+", help="train only these point ids, in this order")
     p.add_argument("--remeasure", nargs="+", metavar="METRIC",
                    help="train nothing: measure these metrics again for every finished point (e.g. latency_ms)")
     p.add_argument("--threads", type=int, default=2)
+    _add_device_arg(p)
     p.set_defaults(run=cmd_grid)
     return parser
 

@@ -8,6 +8,7 @@ own, so stale training state is never resumed. A point that fails is reported in
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -32,7 +33,9 @@ PACKED = "packed.safetensors"  # sub-32-bit weights bit-packed: the file whose s
 QUALITY = ("psnr", "ssim", "lpips", "fid")
 MANIFEST_FIELDS = ("id", "method", "bits", "sparsity_target", "channels_removed", "macs_removed", "params", "macs",
                    "size_bits", "compression_size", "compression_macs", "latency_ms", "psnr", "ssim", "lpips",
-                   "fid", "path")
+                   "fid", "eval_size", "path")
+TEACHER_FOLDER = "teacher"  # where a grid keeps its teacher, inside the grid's folder
+LEGACY_EVAL_SIZE = 256  # cards written before `eval_size` was recorded were all measured at 256 px
 
 
 @dataclass(frozen=True)
@@ -125,10 +128,11 @@ def _finished(folder: Path, teacher_digest: str) -> bool:
     return "metrics" in card and card.get("teacher_digest") == teacher_digest
 
 
-def _measure(folder: Path, teacher_path: Path, cfg: GridConfig, photos: Path) -> dict:
-    """Metrics against the teacher on the test photos; a metric that cannot be computed is None + reason."""
+def _measure(folder: Path, teacher_path: Path, cfg: GridConfig, photos: Path, device) -> dict:
+    """Metrics against the teacher on the test photos, at cfg.eval_size (recorded as `eval_size`: MACs and
+    latency depend on it); a metric that cannot be computed is None + reason."""
     row = evaluate_models([folder], photos, teacher_path, metrics=cfg.metrics, size=cfg.eval_size,
-                          progress=False).iloc[0].to_dict()
+                          progress=False, device=device).iloc[0].to_dict()
     metrics, missing = {}, {}
     for name in cfg.metrics:
         value = row.get(name)
@@ -141,7 +145,7 @@ def _measure(folder: Path, teacher_path: Path, cfg: GridConfig, photos: Path) ->
             metrics[extra] = row[extra]
     for name in set(QUALITY) - set(cfg.metrics):
         missing[name] = "not requested in this grid preset"
-    return {**metrics, "missing": missing}
+    return {**metrics, "eval_size": cfg.eval_size, "device": str(device), "missing": missing}
 
 
 def manifest_record(point_id: str, folder: Path, card: dict, teacher_macs: int, root: Path) -> dict:
@@ -156,6 +160,7 @@ def manifest_record(point_id: str, folder: Path, card: dict, teacher_macs: int, 
         "path": str(folder.relative_to(root)),
     }
     record.update({k: metrics.get(k) for k in MANIFEST_FIELDS if k not in record})
+    record["eval_size"] = metrics.get("eval_size", LEGACY_EVAL_SIZE) if metrics else None
     return record
 
 
@@ -178,11 +183,12 @@ def write_manifest(root: Path, teacher_path: Path, teacher_digest: str) -> pd.Da
     return pd.DataFrame(records)
 
 
-def _measure_teacher(teacher_path: Path, cfg: GridConfig, photos: Path) -> None:
+def _measure_teacher(teacher_path: Path, cfg: GridConfig, photos: Path, device) -> None:
+    """The teacher's own costs, at the size its students are measured at (measured again for another size)."""
     card = read_card(teacher_path)
-    if "metrics" in card:
+    if "metrics" in card and card["metrics"].get("eval_size", LEGACY_EVAL_SIZE) == cfg.eval_size:
         return
-    metrics = _measure(teacher_path, teacher_path, cfg, photos)
+    metrics = _measure(teacher_path, teacher_path, cfg, photos, device)
     for name in QUALITY:  # the teacher is the reference the others are compared with
         metrics[name] = None
         metrics["missing"][name] = "the teacher is the reference for this metric"
@@ -190,14 +196,43 @@ def _measure_teacher(teacher_path: Path, cfg: GridConfig, photos: Path) -> None:
     write_card(teacher_path, card)
 
 
-def remeasure(cfg: GridConfig, teacher_path: str | Path, out: str | Path, metrics: list[str]) -> pd.DataFrame:
+def import_teacher(source: str | Path, out: str | Path) -> Path:
+    """The teacher folder of the grid in `out` for `source`: our checkpoint folder or an official .pth / .pt.
+
+    A folder already inside `out` is used as it is. Anything else is loaded once (which detects its architecture
+    and refuses a damaged or unknown file) and saved as `out/teacher/` with a card naming the source file, its
+    sha256 and the architecture found; later runs with the same source reuse that folder. A grid folder holds
+    one teacher: another teacher already in `out/teacher/` is refused rather than replaced."""
+    source, out = Path(source).resolve(), Path(out).resolve()
+    if source.is_relative_to(out) and source.is_dir():
+        return source
+    if not source.exists():
+        raise FileNotFoundError(f"{source}: no such teacher file or folder")
+    digest = hashlib.sha256((source / "weights.safetensors" if source.is_dir() else source).read_bytes()).hexdigest()
+    folder = out / TEACHER_FOLDER
+    if (folder / "card.json").is_file():
+        held = read_card(folder).get("source", {})
+        if held.get("sha256") == digest:
+            return folder
+        raise ValueError(f"{folder} already holds another teacher ({held.get('file', 'the shipped one')}); give "
+                         f"this grid its own folder with --out")
+    model, card = load_model(source)
+    spec = card["architecture"]
+    print(f"[grid] teacher {source.name}: {spec['name']} {spec['config']}, copied to {folder}", flush=True)
+    save_model(model, folder, {"name": "teacher", "method": "teacher",
+                               "source": {"file": str(source), "sha256": digest, "detected": spec["name"]}})
+    return folder
+
+
+def remeasure(cfg: GridConfig, teacher_path: str | Path, out: str | Path, metrics: list[str],
+              device: torch.device | str = "cpu") -> pd.DataFrame:
     """Measure `metrics` again for every finished point in one run (say latency, on a quiet machine, with the
     teacher timed in the same interleaved run as all of them), update the cards, rebuild the manifest."""
     teacher_path, out = Path(teacher_path).resolve(), Path(out).resolve()
     digest = weights_digest(load_model(teacher_path)[0])
     folders = [teacher_path] + [f for f in sorted((out / "grid").glob("*/")) if _finished(f, digest)]
     table = evaluate_models(folders, Path(load_split("test")[0]).parent, teacher_path, metrics=metrics,
-                            size=cfg.eval_size)
+                            size=cfg.eval_size, device=device)
     for folder, (_, row) in zip(folders, table.iterrows()):
         card = read_card(folder)
         for name in [*metrics, "speedup", "compression_size", "compression_macs"]:
@@ -208,17 +243,18 @@ def remeasure(cfg: GridConfig, teacher_path: str | Path, out: str | Path, metric
 
 
 def run_grid(cfg: GridConfig, teacher_path: str | Path, out: str | Path, run_dir: str | Path,
-             only: list[str] | None = None, photos_root: Path | None = None, progress: bool = True) -> pd.DataFrame:
-    teacher_path, out, run_dir = Path(teacher_path).resolve(), Path(out).resolve(), Path(run_dir)
-    if not teacher_path.is_relative_to(out):
-        raise ValueError(f"the teacher ({teacher_path}) must be inside the grid's folder ({out}) so the manifest "
-                         f"can point at it; copy it to {out / 'teacher'}")
+             only: list[str] | None = None, photos_root: Path | None = None, progress: bool = True,
+             device: torch.device | str = "cpu") -> pd.DataFrame:
+    """Train and measure every unfinished point of `cfg` on `device`. `teacher_path` may be any teacher file or
+    folder (see import_teacher); the manifest in `out` points at the grid's own copy."""
+    out, run_dir = Path(out).resolve(), Path(run_dir)
+    teacher_path = import_teacher(teacher_path, out)
     teacher, _ = load_model(teacher_path)
     digest = weights_digest(teacher)
     run_dir = run_dir / digest
     train_photos = load_split("train", photos_root)
     test_dir = Path(load_split("test", photos_root)[0]).parent
-    inputs, outputs = distillation_pairs(teacher, train_photos, cfg.size, Path(run_dir) / "cache")
+    inputs, outputs = distillation_pairs(teacher, train_photos, cfg.size, Path(run_dir) / "cache", device=device)
     targets = None
     by_id = {p.id: p for p in cfg.points()}
     unknown = [i for i in only or () if i not in by_id]
@@ -226,7 +262,7 @@ def run_grid(cfg: GridConfig, teacher_path: str | Path, out: str | Path, run_dir
         raise ValueError(f"no grid points {unknown}; this preset has: {', '.join(by_id)}")
     points = [by_id[i] for i in only] if only else list(by_id.values())  # `only` also sets the order
     todo = [p for p in points if not _finished(out / "grid" / p.id, digest)]
-    _measure_teacher(teacher_path, cfg, test_dir)
+    _measure_teacher(teacher_path, cfg, test_dir, device)
     failures = {}
     start = time.perf_counter()
     for n, point in enumerate(todo):
@@ -244,13 +280,14 @@ def run_grid(cfg: GridConfig, teacher_path: str | Path, out: str | Path, run_dir
                 allocation = mixed_allocation(teacher, inputs, cfg.mixed_average_bits)
                 slim_cfg = _size_matched(slim_cfg, allocation, out, teacher_path, point, cfg.mixed_reference_bits,
                                           digest)
-            slim, card = run_method(teacher, inputs, outputs, slim_cfg, run_dir / point.id, targets, progress)
+            slim, card = run_method(teacher, inputs, outputs, slim_cfg, run_dir / point.id, targets, progress,
+                                    device)
             card["sparsity_target"] = point.sparsity  # the grid level, even where the budget was a size
             folder = save_model(slim, out / "grid" / point.id,
                                 {"name": point.id, **card, **allocation, "teacher_digest": digest})
             card = read_card(folder)
             card["packed_bytes"] = save_packed(slim, folder / PACKED) // 8
-            card["metrics"] = _measure(folder, teacher_path, cfg, test_dir)
+            card["metrics"] = _measure(folder, teacher_path, cfg, test_dir, device)
             write_card(folder, card)
         except Exception as err:  # one broken point must not stop the grid; it is reported and retried next run
             failures[point.id] = f"{type(err).__name__}: {err}"

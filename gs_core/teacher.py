@@ -72,7 +72,7 @@ def evaluate_against_target(model, photos: list[Path]) -> dict:
 
 
 def train_teacher(cfg: TeacherConfig, out_dir: str | Path, run_dir: str | Path, photos_root: Path | None = None,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, device: torch.device | str = "cpu") -> dict:
     """Train (or resume) the teacher in run_dir, then save it with its card in out_dir; returns the card."""
     train_photos, test_photos = load_split("train", photos_root), load_split("test", photos_root)
     dataset = PairedCrops(train_photos, crop=cfg.crop, seed=cfg.train.seed)
@@ -80,7 +80,7 @@ def train_teacher(cfg: TeacherConfig, out_dir: str | Path, run_dir: str | Path, 
                              colour_head=cfg.colour_head)
     start = time.perf_counter()
     history = fit(model, paired_batches(dataset, cfg.batch_size, cfg.train.seed), cfg.train, run_dir,
-                  progress=progress, desc="teacher")
+                  progress=progress, desc="teacher", device=device)
     card = {
         "name": "teacher",
         "method": "teacher",

@@ -91,13 +91,16 @@ def card_markdown(grid: ModelGrid, model_id: str, result: Stylized | None = None
     head = METHOD_NAMES.get(method, method)
     if method != "teacher":
         head += f" · {float(row['sparsity_target']):.0%} sparsity target · {row['bits_label']}-bit"
-    lines = [f"### {model_id}", head, "", "| | this model | teacher |", "|---|---|---|",
+    at = {key: f"{int(r['eval_size'])}×{int(r['eval_size'])}" if pd.notna(r["eval_size"]) else "size unknown"
+          for key, r in (("model", row), ("teacher", teacher))}
+    lines = [f"### {model_id}", head, "",
+             f"| | this model (measured at {at['model']}) | teacher (measured at {at['teacher']}) |", "|---|---|---|",
              f"| parameters | {_count(row['params'])} | {_count(teacher['params'])} |",
-             f"| MACs (256×256) | {_count(row['macs'])} | {_count(teacher['macs'])} |",
+             f"| MACs | {_count(row['macs'])} | {_count(teacher['macs'])} |",
              f"| size | {_size(row['size_bits'])} | {_size(teacher['size_bits'])} |",
              f"| compression (size, MACs) | {_number(row['compression_size'], '.1f')}×, "
              f"{_number(row['compression_macs'], '.1f')}× | 1× |",
-             f"| latency (measured, 256×256) | {_number(row['latency_ms'], '.1f')} ms "
+             f"| latency (measured) | {_number(row['latency_ms'], '.1f')} ms "
              f"| {_number(teacher['latency_ms'], '.1f')} ms |"]
     if result is not None and result.psnr is not None:
         lines += [f"| PSNR vs teacher, this photo | {_number(result.psnr, '.2f')} dB | |",

@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from pages import UI_EVENT, Shared, add_view, note_figure
 from pages.store import COST_METRICS, QUALITY_METRICS, ModelGrid
 
-AXIS_NAMES = {"macs": "MACs (256×256)", "size_bits": "size (bits)", "latency_ms": "latency (ms)",
+AXIS_NAMES = {"macs": "MACs per image", "size_bits": "size (bits)", "latency_ms": "latency (ms)",
               "lpips": "LPIPS vs teacher (lower is better)", "fid": "FID vs teacher (lower is better)",
               "psnr": "PSNR vs teacher, dB (higher is better)", "ssim": "SSIM vs teacher (higher is better)"}
 
@@ -89,7 +89,10 @@ def pareto_figure(grid: ModelGrid, x: str, y: str, selected: str | None) -> go.F
         figure.add_trace(go.Scatter(
             x=[data.loc[selected, x]], y=[data.loc[selected, y]], mode="markers", name="selected",
             marker=dict(size=22, color="rgba(0,0,0,0)", line=dict(color="black", width=2)), hoverinfo="skip"))
-    figure.update_layout(title=title, xaxis_title=AXIS_NAMES[x], yaxis_title=AXIS_NAMES[y], xaxis_type="log",
+    sizes = sorted({int(s) for s in grid.table["eval_size"].dropna()})
+    measured_at = " and ".join(f"{s}×{s}" for s in sizes)
+    x_title = f"{AXIS_NAMES[x]}, at {measured_at}" if x in ("macs", "latency_ms") and sizes else AXIS_NAMES[x]
+    figure.update_layout(title=title, xaxis_title=x_title, yaxis_title=AXIS_NAMES[y], xaxis_type="log",
                          hovermode="closest")
     return figure
 

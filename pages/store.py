@@ -27,6 +27,7 @@ from PIL import Image
 from gs_core.checkpoint import load_model, read_card
 from gs_core.data.images import load_rgb, to_tensor, to_uint8
 from gs_core.eval.quality import psnr, ssim
+from gs_core.grid import LEGACY_EVAL_SIZE
 from gs_core.slim.quant import conv_layers
 
 log = logging.getLogger(__name__)
@@ -93,8 +94,9 @@ class ModelGrid:
     """The checkpoint grid: `table` (the manifest, indexed by id), its GS rows `gs`, `cards`, `models`,
     and the result cache."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, device: torch.device | str = "cpu"):
         self.root = Path(root)
+        self.device = torch.device(device)
         manifest = self.root / "manifest.json"
         if not manifest.is_file():
             raise FileNotFoundError(f"no manifest.json in {self.root}: build the checkpoint grid first, "
@@ -103,6 +105,8 @@ class ModelGrid:
         if table.empty:
             raise ValueError(f"{manifest} lists no models")
         table["bits_label"] = table["bits"].map(bits_label)
+        if "eval_size" not in table:  # a manifest from before sizes were recorded
+            table["eval_size"] = LEGACY_EVAL_SIZE
         self.table = table.set_index("id", drop=False)
         teachers = self.table.index[self.table["method"] == "teacher"]
         if len(teachers) != 1:
@@ -113,7 +117,7 @@ class ModelGrid:
         # Keyed by resolved folder so two ids pointing at one folder share a model.
         by_path: dict[Path, torch.nn.Module] = {}
         for path in {(self.root / p).resolve() for p in self.table["path"]}:
-            by_path[path] = load_model(path)[0].eval()
+            by_path[path] = load_model(path)[0].eval().to(self.device)
         self.models = {mid: by_path[(self.root / p).resolve()] for mid, p in self.table["path"].items()}
 
         self._lock = threading.Lock()
@@ -214,7 +218,7 @@ class ModelGrid:
 
     def _compute(self, photo: Photo, model_id: str) -> Stylized:
         with torch.inference_mode():
-            image = to_uint8(self.models[model_id].stylize(to_tensor(photo.rgb)[None]))
+            image = to_uint8(self.models[model_id].stylize(to_tensor(photo.rgb)[None].to(self.device)).cpu())
         if model_id == self.teacher_id:
             return Stylized(image, self._write_png(image), None, None, None)
         teacher = self.stylize(photo, self.teacher_id).image

@@ -1,6 +1,7 @@
 """The grid end to end on the quick preset: manifest schema, incremental reruns, a failing point isolated."""
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import replace
@@ -10,8 +11,9 @@ import pytest
 import torch
 
 from gs_core import grid as grid_module
-from gs_core.checkpoint import load_model, read_card, save_model
+from gs_core.checkpoint import CheckpointError, load_model, read_card, save_model
 from gs_core.grid import MANIFEST_FIELDS, grid_preset, run_grid
+from gs_core.models import create_generator
 from gs_core.teacher import preset, train_teacher
 
 
@@ -70,9 +72,33 @@ def test_quick_grid_writes_manifest_and_skips_finished_points(quick_teacher, mon
     assert json.loads((root / "grid" / "failures.json").read_text()) == {}
 
 
-def test_grid_refuses_a_teacher_outside_its_folder(quick_teacher, tmp_path):
-    with pytest.raises(ValueError, match="must be inside"):
-        run_grid(replace(grid_preset("quick")), quick_teacher / "teacher", tmp_path, tmp_path / "runs", progress=False)
+def test_grid_takes_an_official_teacher_file_and_measures_it_at_the_grid_size(tmp_path):
+    """A published .pth (here a narrow CycleGAN in the official layout) is brought into the grid's folder once,
+    with a card that names its source; teacher and students are measured at the grid's size."""
+    torch.manual_seed(0)
+    official = tmp_path / "downloads" / "latest_net_G.pth"
+    official.parent.mkdir()
+    torch.save(create_generator("cyclegan", ngf=4, n_blocks=2).state_dict(), official)
+    out = tmp_path / "my_grid"
+    cfg = grid_preset("quick")
+    manifest = run_grid(cfg, official, out, tmp_path / "runs", only=["gs-s0.5-b8"], progress=False).set_index("id")
+
+    card = read_card(out / "teacher")
+    assert card["source"]["file"] == str(official.resolve()) and card["source"]["detected"] == "resnet_generator"
+    assert card["source"]["sha256"] == hashlib.sha256(official.read_bytes()).hexdigest()
+    assert manifest.loc["teacher", "path"] == "teacher"
+    assert set(manifest["eval_size"]) == {cfg.eval_size}  # the teacher too, though this is not 256
+    assert manifest.loc["gs-s0.5-b8", "macs"] < manifest.loc["teacher", "macs"]
+    # Rerunning with the same file reuses the grid's copy; another teacher cannot take its place.
+    run_grid(cfg, official, out, tmp_path / "runs", only=["gs-s0.5-b8"], progress=False)
+    other = tmp_path / "downloads" / "other.pth"
+    torch.save(create_generator("cyclegan", ngf=6, n_blocks=2).state_dict(), other)
+    with pytest.raises(ValueError, match="already holds another teacher"):
+        run_grid(cfg, other, out, tmp_path / "runs", progress=False)
+    damaged = tmp_path / "downloads" / "damaged.pth"
+    damaged.write_bytes(official.read_bytes()[:300])
+    with pytest.raises(CheckpointError, match="damaged or truncated"):
+        run_grid(cfg, damaged, tmp_path / "another_grid", tmp_path / "runs", progress=False)
 
 
 def test_remeasure_updates_cards_and_manifest(quick_teacher):

@@ -7,6 +7,7 @@ photo: the cached target must be computed on the very tensor the student will se
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 from pathlib import Path
 
@@ -42,17 +43,18 @@ def _key(teacher: Generator, paths: list[Path], size: int) -> str:
     return h.hexdigest()[:20]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def distillation_pairs(teacher: Generator, paths: list[Path], size: int, cache_dir: str | Path,
-                       batch: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs, teacher outputs), both in the teacher's native space (channel order, [-1, 1])."""
+                       batch: int = 16, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, teacher outputs) on the CPU, both in the teacher's native space (channel order, [-1, 1]).
+    The teacher runs on `device` (a copy goes there; the caller's teacher stays where it is), in batches."""
     cache = Path(cache_dir) / f"teacher-{_key(teacher, paths, size)}.safetensors"
     if cache.is_file():
         stored = load_file(str(cache))
         return stored["inputs"], stored["outputs"]
-    teacher = teacher.eval()
     inputs = teacher.preprocess(five_crops(paths, size))
-    outputs = torch.cat([teacher(inputs[i:i + batch]) for i in range(0, len(inputs), batch)])
+    runner = copy.deepcopy(teacher).eval().to(device)
+    outputs = torch.cat([runner(inputs[i:i + batch].to(device)).cpu() for i in range(0, len(inputs), batch)])
     with atomic_path(cache) as tmp:
         save_file({"inputs": inputs.contiguous(), "outputs": outputs.contiguous()}, tmp)
     return inputs, outputs

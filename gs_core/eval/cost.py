@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from gs_core.device import synchronize
+
 CONV_TYPES = (nn.Conv2d, nn.ConvTranspose2d)
 VALID_WEIGHT_BITS = frozenset(range(2, 9)) | {32}
 
@@ -88,8 +90,10 @@ def compression(teacher_value: float, model_value: float) -> float:
 
 
 def measure_latency(models: dict[str, nn.Module], input_size: tuple[int, int] = (256, 256),
-                    threads: int = 2, warmup: int = 3, repeats: int = 15) -> dict[str, float]:
-    """Median wall time in milliseconds of one `forward` on a 1 x 3 x H x W input, per model.
+                    threads: int = 2, warmup: int = 3, repeats: int = 15,
+                    device: torch.device | str = "cpu") -> dict[str, float]:
+    """Median wall time in milliseconds of one `forward` on a 1 x 3 x H x W input, per model, on `device`
+    (the models must be there already; on a GPU each reading waits for the queued work).
 
     The models are timed round-robin in one process (each round times every model once, the
     starting model rotating between rounds) so that load changes on a shared machine hit all of
@@ -102,7 +106,8 @@ def measure_latency(models: dict[str, nn.Module], input_size: tuple[int, int] = 
     names = list(models)
     times: dict[str, list[float]] = {name: [] for name in names}
     modes = {name: m.training for name, m in models.items()}
-    x = torch.rand(1, 3, *input_size) * 2 - 1
+    device = torch.device(device)
+    x = torch.rand(1, 3, *input_size, device=device) * 2 - 1
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -114,6 +119,7 @@ def measure_latency(models: dict[str, nn.Module], input_size: tuple[int, int] = 
                 for name in names[shift:] + names[:shift]:
                     start = time.perf_counter()
                     models[name](x)
+                    synchronize(device)
                     elapsed = time.perf_counter() - start
                     if round_index >= warmup:
                         times[name].append(elapsed * 1000)

@@ -35,7 +35,7 @@ def _checkpoint_loader() -> Loader:
 def evaluate_models(model_paths: Iterable[str | Path], photos_dir: str | Path | None, teacher_path: str | Path,
                     metrics: Iterable[str] = METRICS, size: int = 256, target_dir: str | Path | None = None,
                     progress: bool = True, loader: Loader | None = None,
-                    lpips_net: str = "alex") -> pd.DataFrame:
+                    lpips_net: str = "alex", device: torch.device | str = "cpu") -> pd.DataFrame:
     """Measure every model in `model_paths`; returns one row per model.
 
     Columns: `name` (from the checkpoint card), `path`, each requested metric, and for each requested
@@ -46,7 +46,7 @@ def evaluate_models(model_paths: Iterable[str | Path], photos_dir: str | Path | 
     any quality metric (FID on few images is biased and noisy: read it with N), and `fid_target`
     (FID against the real images in `target_dir`; explained by fid_missing_reason when absent) when
     `target_dir` is given with fid. Latency is the median of an interleaved CPU run at 2 threads
-    (cost.measure_latency).
+    (cost.measure_latency) on `device`, where the models also stylize the photos.
 
     Photos are loaded as RGB, shorter side resized to `size`, center-cropped to size x size
     (quality.load_image); MACs and latency are measured at size x size too. `photos_dir` may be None
@@ -61,15 +61,16 @@ def evaluate_models(model_paths: Iterable[str | Path], photos_dir: str | Path | 
     if quality_metrics and photos_dir is None:
         raise ValueError(f"quality metrics {quality_metrics} need photos_dir")
     load = loader or _checkpoint_loader()
-    teacher, _ = load(str(teacher_path))
+    device = torch.device(device)
+    teacher = load(str(teacher_path))[0].to(device)
     models = []
     rows = []
     for path in model_paths:
         model, card = load(str(path))
-        models.append(model)
+        models.append(model.to(device))
         rows.append({"name": card["name"], "path": str(path)} | {f"{m}_missing_reason": None for m in metrics})
 
-    _add_costs(rows, models, teacher, metrics, size)
+    _add_costs(rows, models, teacher, metrics, size, device)
     if quality_metrics:
         photos = quality.load_image_folder(photos_dir, size)
         target = quality.load_image_folder(target_dir, size) if target_dir is not None and "fid" in metrics else None
@@ -87,7 +88,7 @@ def evaluate_models(model_paths: Iterable[str | Path], photos_dir: str | Path | 
 
 
 def _add_costs(rows: list[dict], models: list[nn.Module], teacher: nn.Module, metrics: tuple[str, ...],
-               size: int) -> None:
+               size: int, device: torch.device) -> None:
     if "params" in metrics:
         for row, model in zip(rows, models):
             row["params"] = cost.count_params(model)
@@ -104,7 +105,7 @@ def _add_costs(rows: list[dict], models: list[nn.Module], teacher: nn.Module, me
     if "latency_ms" in metrics:
         # The teacher is timed in the same interleaved run, so `speedup` is a like-for-like ratio.
         timed = {"teacher": teacher} | {f"model{i}": model for i, model in enumerate(models)}
-        latency = cost.measure_latency(timed, input_size=(size, size))
+        latency = cost.measure_latency(timed, input_size=(size, size), device=device)
         for i, row in enumerate(rows):
             row["latency_ms"] = latency[f"model{i}"]
             row["speedup"] = latency["teacher"] / latency[f"model{i}"]
@@ -161,8 +162,9 @@ def _record_missing(rows: list[dict], metric: str, reason: str) -> None:
 def _stylize_each(model: nn.Module, photos: torch.Tensor, bar: tqdm) -> torch.Tensor:
     """Outputs for the photos one at a time, so memory stays that of a single image."""
     outputs = []
+    device = next(model.parameters()).device
     for photo in photos:
-        outputs.append(model.stylize(photo[None])[0])
+        outputs.append(model.stylize(photo[None].to(device))[0].cpu())
         bar.update(1)
     return torch.stack(outputs)
 
