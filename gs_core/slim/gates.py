@@ -8,6 +8,11 @@ and beta is absent, so the student starts out computing exactly what the teacher
 A channel with gamma == 0 also drops its beta (`beta * (gamma != 0)`): its output is then exactly zero, so
 removing the channel changes nothing even behind zero padding, where a constant channel could not be folded
 into the next layer's bias.
+
+A layer norm (AnimeGANv2's GroupNorm with one group) takes its mean and variance over all channels at once, so
+removing a channel would change every other channel's output. Its gate therefore normalises over the channels
+the slim model keeps, those alive in any gate of its channel group (`tied`, set by `add_gates`), and outputs
+zero elsewhere: a channel pruned from the plan changes the gated student at once, not only after extraction.
 """
 from __future__ import annotations
 
@@ -22,11 +27,13 @@ from gs_core.models.base import Generator
 class ChannelGate(nn.Module):
     def __init__(self, channels: int, kind: str, eps: float, has_beta: bool, momentum: float = 0.1):
         super().__init__()
-        if kind not in ("instance", "batch"):
+        if kind not in ("instance", "batch", "layer"):
             raise ValueError(f"unsupported norm kind {kind!r}")
         self.kind, self.eps, self.momentum = kind, eps, momentum
         self.gamma = nn.Parameter(torch.ones(channels))
         self.beta = nn.Parameter(torch.zeros(channels)) if has_beta else None
+        # The gates of this gate's channel group: a plain tuple, not submodules, so state-dict keys are unchanged.
+        self.tied: tuple[ChannelGate, ...] = (self,)
         if kind == "batch":
             self.register_buffer("running_mean", torch.zeros(channels))
             self.register_buffer("running_var", torch.ones(channels))
@@ -44,6 +51,9 @@ class ChannelGate(nn.Module):
         elif isinstance(norm, nn.InstanceNorm2d):
             gate = cls(norm.num_features, "instance", norm.eps, has_beta=norm.affine)
             weight, bias = (norm.weight, norm.bias) if norm.affine else (None, None)
+        elif isinstance(norm, nn.GroupNorm) and norm.num_groups == 1:
+            gate = cls(norm.num_channels, "layer", norm.eps, has_beta=norm.affine)
+            weight, bias = norm.weight, norm.bias  # None when affine-free
         else:
             raise TypeError(f"cannot gate a {type(norm).__name__}")
         with torch.no_grad():
@@ -63,11 +73,23 @@ class ChannelGate(nn.Module):
         if self.kind == "batch":
             x = F.batch_norm(x, self.running_mean, self.running_var, training=self.training,
                              momentum=self.momentum, eps=self.eps)
+        elif self.kind == "layer":
+            x = self._layer_norm(x)
         else:
             x = F.instance_norm(x, eps=self.eps)
         x = x * self.gamma.view(1, -1, 1, 1)
         beta = self.effective_beta()
         return x if beta is None else x + beta.view(1, -1, 1, 1)
+
+    def _layer_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """GroupNorm(1, C) over the channels the slim model keeps; zero on the others (their gamma is 0)."""
+        kept = torch.stack([gate.alive() for gate in self.tied]).any(dim=0)
+        if kept.all():
+            return F.group_norm(x, 1, eps=self.eps)
+        out = torch.zeros_like(x)
+        if kept.any():
+            out[:, kept] = F.group_norm(x[:, kept], 1, eps=self.eps)
+        return out
 
     def export(self, keep: torch.Tensor, target: nn.Module) -> dict[str, torch.Tensor]:
         """State dict of `target` (the slim model's ordinary norm) holding the kept channels of this gate."""
@@ -89,10 +111,13 @@ def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def add_gates(model: Generator) -> Generator:
-    """Turn every prunable norm of `model` (in place) into a ChannelGate; returns the model."""
+    """Turn every prunable norm of `model` (in place) into a ChannelGate, tied to the other gates of its channel
+    group; returns the model."""
     for group in model.channel_groups():
-        for name in group.gates:
-            _replace(model, name, ChannelGate.from_norm(model.get_submodule(name)))
+        gates = tuple(ChannelGate.from_norm(model.get_submodule(name)) for name in group.gates)
+        for name, gate in zip(group.gates, gates):
+            gate.tied = gates
+            _replace(model, name, gate)
     return model
 
 
