@@ -70,11 +70,11 @@ class ChannelGate(nn.Module):
         return None if self.beta is None else self.beta * (self.gamma != 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "layer":
+            return self._layer_norm(x)
         if self.kind == "batch":
             x = F.batch_norm(x, self.running_mean, self.running_var, training=self.training,
                              momentum=self.momentum, eps=self.eps)
-        elif self.kind == "layer":
-            x = self._layer_norm(x)
         else:
             x = F.instance_norm(x, eps=self.eps)
         x = x * self.gamma.view(1, -1, 1, 1)
@@ -82,13 +82,17 @@ class ChannelGate(nn.Module):
         return x if beta is None else x + beta.view(1, -1, 1, 1)
 
     def _layer_norm(self, x: torch.Tensor) -> torch.Tensor:
-        """GroupNorm(1, C) over the channels the slim model keeps; zero on the others (their gamma is 0)."""
+        """GroupNorm(1, C) over the channels the slim model keeps, zero on the others (their gamma is 0). The
+        affine step runs inside F.group_norm, as in the slim model's nn.GroupNorm: the same kernel on the same
+        numbers gives the same bits, which matters where fake quantization rounds the result."""
         kept = torch.stack([gate.alive() for gate in self.tied]).any(dim=0)
+        beta = self.effective_beta()
         if kept.all():
-            return F.group_norm(x, 1, eps=self.eps)
+            return F.group_norm(x, 1, self.gamma, beta, self.eps)
         out = torch.zeros_like(x)
         if kept.any():
-            out[:, kept] = F.group_norm(x[:, kept], 1, eps=self.eps)
+            out[:, kept] = F.group_norm(x[:, kept], 1, self.gamma[kept], None if beta is None else beta[kept],
+                                        self.eps)
         return out
 
     def export(self, keep: torch.Tensor, target: nn.Module) -> dict[str, torch.Tensor]:
