@@ -13,6 +13,8 @@ A layer norm (AnimeGANv2's GroupNorm with one group) takes its mean and variance
 removing a channel would change every other channel's output. Its gate therefore normalises over the channels
 the slim model keeps, those alive in any gate of its channel group (`tied`, set by `add_gates`), and outputs
 zero elsewhere: a channel pruned from the plan changes the gated student at once, not only after extraction.
+Such a channel also gets no gradient, so unlike an instance or batch norm channel it cannot grow back before the
+plan freezes.
 """
 from __future__ import annotations
 
