@@ -20,6 +20,7 @@ TINY_CONFIGS = {
     "cyclegan_instance_affine": ("resnet_generator", dict(ngf=4, n_blocks=1, norm="instance_affine")),
     "cyclegan_batch": ("resnet_generator", dict(ngf=4, n_blocks=2, norm="batch")),
     "cyclegan_batch_dropout": ("resnet_generator", dict(ngf=4, n_blocks=1, norm="batch", use_dropout=True)),
+    "animeganv2": ("animeganv2", dict(ngf=4)),
 }
 
 
@@ -31,7 +32,7 @@ def randomize_norms_(model: nn.Module, seed: int = 0) -> nn.Module:
     for module in model.modules():
         if isinstance(module, InstanceNormScaleShift):
             scale, shift = module.scale, module.shift
-        elif isinstance(module, (nn.BatchNorm2d, nn.InstanceNorm2d)) and module.affine:
+        elif isinstance(module, (nn.BatchNorm2d, nn.InstanceNorm2d, nn.GroupNorm)) and module.affine:
             scale, shift = module.weight, module.bias
         else:
             continue

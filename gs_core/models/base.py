@@ -35,6 +35,7 @@ class Generator(nn.Module):
     arch: str = ""
     channel_order: str = "RGB"  # "BGR" for CartoonGAN's official weights
     size_multiple: int = 4  # two stride-2 stages: H and W must divide by 4 for same-size output
+    min_side: int = 8  # the 1/4-size feature map is reflect-padded by one pixel, which needs 2 pixels there
 
     def config(self) -> dict:
         """Constructor arguments that rebuild this exact architecture (saved in checkpoint cards)."""
@@ -60,14 +61,11 @@ class Generator(nn.Module):
         return ((y + 1) / 2).clamp(0, 1)
 
     def stylize(self, rgb01: torch.Tensor) -> torch.Tensor:
-        """RGB [0,1] NCHW -> RGB [0,1] NCHW of the same size (reflect-pads to a multiple of 4, then crops).
-
-        Sides are padded to at least 2 * size_multiple: the residual blocks reflect-pad the 1/4-size feature
-        map by one pixel, which needs at least 2 pixels there.
-        """
+        """RGB [0,1] NCHW -> RGB [0,1] NCHW of the same size (reflect-pads to a multiple of `size_multiple`
+        and to at least `min_side`, then crops)."""
         h, w = rgb01.shape[-2:]
         m = self.size_multiple
-        pad_h, pad_w = (max(-(-n // m) * m, 2 * m) - n for n in (h, w))
+        pad_h, pad_w = (max(-(-n // m) * m, self.min_side) - n for n in (h, w))
         x = self.preprocess(rgb01)
         if pad_h or pad_w:
             mode = "reflect" if min(h, w) > max(pad_h, pad_w) else "replicate"

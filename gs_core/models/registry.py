@@ -5,11 +5,13 @@ from collections.abc import Mapping
 
 import torch
 
+from gs_core.models.animeganv2 import AnimeGANv2
 from gs_core.models.base import Generator
 from gs_core.models.cartoongan import CartoonGAN
 from gs_core.models.resnet_generator import ResnetGenerator
 
-GENERATORS: dict[str, type[Generator]] = {"cartoongan": CartoonGAN, "resnet_generator": ResnetGenerator}
+GENERATORS: dict[str, type[Generator]] = {"cartoongan": CartoonGAN, "resnet_generator": ResnetGenerator,
+                                           "animeganv2": AnimeGANv2}
 ALIASES = {"cyclegan": "resnet_generator", "pix2pix": "resnet_generator"}
 
 
@@ -48,12 +50,14 @@ def detect_architecture(state: Mapping[str, torch.Tensor]) -> tuple[str, dict]:
             return "cartoongan", CartoonGAN.from_state_dict_keys(shapes)
         if "model.1.weight" in shapes:
             return "resnet_generator", ResnetGenerator.from_state_dict_keys(shapes)
+        if "block_a.0.1.weight" in shapes:
+            return "animeganv2", AnimeGANv2.from_state_dict_keys(shapes)
     except (KeyError, IndexError) as err:
         raise StateDictMismatch(f"state dict looks like a known generator but lacks key {err}") from None
     sample = ", ".join(list(shapes)[:5])
     raise StateDictMismatch(
-        f"unrecognised state dict (first keys: {sample}); expected CartoonGAN keys (conv01_1.weight, ...) "
-        f"or CycleGAN ResnetGenerator keys (model.1.weight, ...)")
+        f"unrecognised state dict (first keys: {sample}); expected CartoonGAN keys (conv01_1.weight, ...), "
+        f"CycleGAN ResnetGenerator keys (model.1.weight, ...) or AnimeGANv2 keys (block_a.0.1.weight, ...)")
 
 
 def load_state_dict_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> None:

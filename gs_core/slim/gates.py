@@ -8,6 +8,13 @@ and beta is absent, so the student starts out computing exactly what the teacher
 A channel with gamma == 0 also drops its beta (`beta * (gamma != 0)`): its output is then exactly zero, so
 removing the channel changes nothing even behind zero padding, where a constant channel could not be folded
 into the next layer's bias.
+
+A layer norm (AnimeGANv2's GroupNorm with one group) takes its mean and variance over all channels at once, so
+removing a channel would change every other channel's output. Its gate therefore normalises over the channels
+the slim model keeps, those alive in any gate of its channel group (`tied`, set by `add_gates`), and outputs
+zero elsewhere: a channel pruned from the plan changes the gated student at once, not only after extraction.
+Such a channel also gets no gradient, so unlike an instance or batch norm channel it cannot grow back before the
+plan freezes.
 """
 from __future__ import annotations
 
@@ -22,11 +29,13 @@ from gs_core.models.base import Generator
 class ChannelGate(nn.Module):
     def __init__(self, channels: int, kind: str, eps: float, has_beta: bool, momentum: float = 0.1):
         super().__init__()
-        if kind not in ("instance", "batch"):
+        if kind not in ("instance", "batch", "layer"):
             raise ValueError(f"unsupported norm kind {kind!r}")
         self.kind, self.eps, self.momentum = kind, eps, momentum
         self.gamma = nn.Parameter(torch.ones(channels))
         self.beta = nn.Parameter(torch.zeros(channels)) if has_beta else None
+        # The gates of this gate's channel group: a plain tuple, not submodules, so state-dict keys are unchanged.
+        self.tied: tuple[ChannelGate, ...] = (self,)
         if kind == "batch":
             self.register_buffer("running_mean", torch.zeros(channels))
             self.register_buffer("running_var", torch.ones(channels))
@@ -44,6 +53,9 @@ class ChannelGate(nn.Module):
         elif isinstance(norm, nn.InstanceNorm2d):
             gate = cls(norm.num_features, "instance", norm.eps, has_beta=norm.affine)
             weight, bias = (norm.weight, norm.bias) if norm.affine else (None, None)
+        elif isinstance(norm, nn.GroupNorm) and norm.num_groups == 1:
+            gate = cls(norm.num_channels, "layer", norm.eps, has_beta=norm.affine)
+            weight, bias = norm.weight, norm.bias  # None when affine-free
         else:
             raise TypeError(f"cannot gate a {type(norm).__name__}")
         with torch.no_grad():
@@ -60,6 +72,8 @@ class ChannelGate(nn.Module):
         return None if self.beta is None else self.beta * (self.gamma != 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "layer":
+            return self._layer_norm(x)
         if self.kind == "batch":
             x = F.batch_norm(x, self.running_mean, self.running_var, training=self.training,
                              momentum=self.momentum, eps=self.eps)
@@ -68,6 +82,20 @@ class ChannelGate(nn.Module):
         x = x * self.gamma.view(1, -1, 1, 1)
         beta = self.effective_beta()
         return x if beta is None else x + beta.view(1, -1, 1, 1)
+
+    def _layer_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """GroupNorm(1, C) over the channels the slim model keeps, zero on the others (their gamma is 0). The
+        affine step runs inside F.group_norm, as in the slim model's nn.GroupNorm: the same kernel on the same
+        numbers gives the same bits, which matters where fake quantization rounds the result."""
+        kept = torch.stack([gate.alive() for gate in self.tied]).any(dim=0)
+        beta = self.effective_beta()
+        if kept.all():
+            return F.group_norm(x, 1, self.gamma, beta, self.eps)
+        out = torch.zeros_like(x)
+        if kept.any():
+            out[:, kept] = F.group_norm(x[:, kept], 1, self.gamma[kept], None if beta is None else beta[kept],
+                                        self.eps)
+        return out
 
     def export(self, keep: torch.Tensor, target: nn.Module) -> dict[str, torch.Tensor]:
         """State dict of `target` (the slim model's ordinary norm) holding the kept channels of this gate."""
@@ -89,10 +117,13 @@ def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def add_gates(model: Generator) -> Generator:
-    """Turn every prunable norm of `model` (in place) into a ChannelGate; returns the model."""
+    """Turn every prunable norm of `model` (in place) into a ChannelGate, tied to the other gates of its channel
+    group; returns the model."""
     for group in model.channel_groups():
-        for name in group.gates:
-            _replace(model, name, ChannelGate.from_norm(model.get_submodule(name)))
+        gates = tuple(ChannelGate.from_norm(model.get_submodule(name)) for name in group.gates)
+        for name, gate in zip(group.gates, gates):
+            gate.tied = gates
+            _replace(model, name, gate)
     return model
 
 

@@ -39,8 +39,7 @@ def _student(teacher, sparsity: float, bits, seed: int):
     """A random model with `sparsity` of every group's channels removed, quantized to `bits`."""
     widths = {g: max(1, round(w * (1 - sparsity))) for g, w in teacher.widths.items()}
     torch.manual_seed(seed)
-    model = _random(create_generator("cartoongan", ngf=teacher.ngf, n_blocks=teacher.n_blocks, widths=widths,
-                                     skip_input=True))
+    model = _random(create_generator(teacher.arch, **{**teacher.config(), "widths": widths}))
     if bits == 32:
         return model, widths
     if bits == "mixed":  # alternate 8 and 4 bits, so the bit-allocation plot has something to show
@@ -74,11 +73,13 @@ def _card(teacher, model, model_id: str, method: str, bits, sparsity: float, wid
 
 
 def build_fake_grid(root: str | Path, ngf: int = 4, n_blocks: int = 1, sparsities=(0.25, 0.5),
-                    bits=(32, 8), extra=(("gs", 0.5, "mixed"), ("distill", 0.5, 32), ("prune", 0.5, 32))) -> Path:
-    """Write a teacher, GS students at sparsities x bits, and `extra` (method, sparsity, bits) models."""
+                    bits=(32, 8), extra=(("gs", 0.5, "mixed"), ("distill", 0.5, 32), ("prune", 0.5, 32)),
+                    teacher=None) -> Path:
+    """Write a teacher (a CartoonGAN of `ngf` and `n_blocks` unless `teacher` is given), GS students at
+    sparsities x bits, and `extra` (method, sparsity, bits) models."""
     root = Path(root)
     torch.manual_seed(0)
-    teacher = _random(create_generator("cartoongan", ngf=ngf, n_blocks=n_blocks, skip_input=True))
+    teacher = _random(teacher or create_generator("cartoongan", ngf=ngf, n_blocks=n_blocks, skip_input=True))
     teacher_macs, teacher_size = count_macs(teacher), size_bits(teacher)
     specs = [("teacher", 0.0, 32)] + [("gs", s, b) for s in sparsities for b in bits] + list(extra)
     records = []

@@ -1,4 +1,4 @@
-"""The pages' data functions on the fixture grid, without a server."""
+"""The pages' data functions on the fixture grid (and on an AnimeGANv2 one), without a server."""
 from __future__ import annotations
 
 import threading
@@ -6,13 +6,15 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
+from fake_grid import build_fake_grid
 from PIL import Image
 
+from tiny_models import build_tiny
 from pages.compare import card_markdown, read_uploads, slider_step, student_view
 from pages.grid import baseline_ids, grid_cells, grid_view
 from pages.layers import layer_figures
 from pages.pareto import available_quality, missing_note, pareto_figure, pareto_front
-from pages.store import MAX_SIDE, PREFETCH_BACKLOG, load_photo
+from pages.store import MAX_SIDE, PREFETCH_BACKLOG, ModelGrid, load_photo
 from pages.training import training_figure
 
 pytestmark = pytest.mark.timeout(60)
@@ -108,3 +110,18 @@ def test_a_burst_of_photos_drops_the_oldest_prefetches(grid):
     grid.wait_for_prefetch()
     cached = [(p.key, "gs-s0.25-b32") in grid._results for p in photos]
     assert cached == [False] + [True] * PREFETCH_BACKLOG
+
+
+def test_pages_on_an_animeganv2_grid(tmp_path, photo):
+    grid = ModelGrid(build_fake_grid(tmp_path, sparsities=(0.5,), bits=(8,), extra=(("distill", 0.5, 32),),
+                                     teacher=build_tiny("animeganv2")))
+    assert grid.models["gs-s0.5-b8"].arch == "animeganv2"
+    image, diff, card = student_view(grid, photo, "gs-s0.5-b8")
+    with Image.open(image) as student:
+        assert student.size == (photo.rgb.shape[1], photo.rgb.shape[0])
+    assert "gs-s0.5-b8" in card
+    assert grid_cells(grid) == ["gs-s0.5-b8"] and len(grid_view(grid, photo)[0]) == 1
+    survival, _, gammas, _ = layer_figures(grid, "gs-s0.5-b8")
+    kept, pruned = survival.data
+    assert len(kept.x) == 25 and 0 < sum(pruned.y) < sum(kept.y) + sum(pruned.y)  # every conv, some pruned
+    assert gammas.data

@@ -1,4 +1,5 @@
-"""Official weight files (CartoonGAN, every CycleGAN variant) load strictly; foreign layouts fail clearly.
+"""Official weight files (CartoonGAN, every CycleGAN variant, AnimeGANv2) load strictly; foreign layouts fail
+clearly.
 
 The layouts (every key and shape of the published files) come from tests/official_layouts/; the tensors
 are random, so nothing is downloaded.
@@ -19,7 +20,7 @@ LAYOUTS = Path(__file__).resolve().parents[1] / "official_layouts"
 def _layouts():
     """(id, json file, state-dict entries, params, macs_256) for each official layout and variant."""
     out = []
-    for file in ("cartoongan.json", "cyclegan_resnet9_instance.json"):
+    for file in ("cartoongan.json", "cyclegan_resnet9_instance.json", "animeganv2.json"):
         path = LAYOUTS / file
         if not path.is_file():
             continue
@@ -49,7 +50,7 @@ def random_state(entries, seed=0) -> dict[str, torch.Tensor]:
 
 def test_every_variant_is_covered():
     ids = {case[0] for case in LAYOUT_CASES}
-    assert "cartoongan" in ids
+    assert {"cartoongan", "animeganv2"} <= ids
     for variant in ("official_pretrained_file_layout", "use_dropout_true", "norm_batch", "norm_batch_dropout"):
         assert f"cyclegan_resnet9_instance-{variant}" in ids
 
@@ -82,7 +83,8 @@ def test_official_layout_loads_strictly_from_pth(case, tmp_path):
 
 
 @pytest.mark.parametrize("arch, file", [("cartoongan", "cartoongan.json"),
-                                        ("resnet_generator", "cyclegan_resnet9_instance.json")])
+                                        ("resnet_generator", "cyclegan_resnet9_instance.json"),
+                                        ("animeganv2", "animeganv2.json")])
 def test_official_architecture_costs(arch, file):
     spec = json.loads((LAYOUTS / file).read_text())
     with torch.device("meta"):  # shapes only: no arithmetic, so full size at 256x256 is instant
@@ -91,16 +93,15 @@ def test_official_architecture_costs(arch, file):
     assert count_macs(model, (256, 256)) == spec["macs_256"]
 
 
-def test_animeganv2_is_a_clear_mismatch(tmp_path):
-    spec = json.loads((LAYOUTS / "animeganv2.json").read_text())
-    state = random_state(spec["state_dict"])
+def test_an_unknown_layout_is_a_clear_mismatch(tmp_path):
+    state = {"encoder.0.weight": torch.zeros(8, 3, 3, 3), "decoder.0.weight": torch.zeros(3, 8, 3, 3)}
     with pytest.raises(StateDictMismatch, match="unrecognised state dict"):
         generator_from_state_dict(state)
-    path = tmp_path / "paprika.pt"
+    path = tmp_path / "other.pt"
     torch.save(state, path)
     with pytest.raises(CheckpointError) as info:
         load_model(path)
-    assert "paprika.pt" in str(info.value) and "unrecognised" in str(info.value)
+    assert "other.pt" in str(info.value) and "unrecognised" in str(info.value)
 
 
 def _tiny_cartoongan_state():

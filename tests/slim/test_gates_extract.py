@@ -13,7 +13,7 @@ from gs_core.slim.quant import calibrate_activations
 from gs_core.slim.student import build_from_spec, make_student, spec_of
 
 ARCHS = ["cartoongan", "cartoongan_skip", "cyclegan_instance", "cyclegan_batch", "cyclegan_batch_dropout",
-         "cyclegan_instance_affine"]
+         "cyclegan_instance_affine", "animeganv2"]
 
 
 @pytest.mark.parametrize("variant", ARCHS)
@@ -94,7 +94,8 @@ def test_extract_removes_zero_channels_without_changing_outputs(variant, tiny_ge
         assert slim.stylize(photo).std() > 0.01
 
 
-@pytest.mark.parametrize("variant", ["cartoongan", "cartoongan_skip", "cyclegan_instance", "cyclegan_batch"])
+@pytest.mark.parametrize("variant", ["cartoongan", "cartoongan_skip", "cyclegan_instance", "cyclegan_batch",
+                                     "animeganv2"])
 def test_extracted_cost_equals_plan_cost(variant, tiny_generator):
     teacher = tiny_generator(variant)
     student = make_student(teacher).eval()
@@ -128,7 +129,7 @@ def test_extract_rejects_a_plan_of_the_wrong_width(tiny_generator):
         extract(student, plan)
 
 
-@pytest.mark.parametrize("variant", ["cartoongan", "cartoongan_skip", "cyclegan_instance"])
+@pytest.mark.parametrize("variant", ["cartoongan", "cartoongan_skip", "cyclegan_instance", "animeganv2"])
 def test_extract_keeps_quantizers(variant, tiny_generator):
     """A quantized student whose pruned weights are zero (as training leaves them after the freeze) extracts to
     a quantized slim model with the same outputs."""

@@ -180,7 +180,7 @@ def test_quantized_student_forward_after_calibration(tiny_generator):
 
 
 def test_first_conv_input_is_never_quantized(tiny_generator):
-    for variant, first in (("cartoongan", "conv01_1"), ("cyclegan_instance", "model.1")):
+    for variant, first in (("cartoongan", "conv01_1"), ("cyclegan_instance", "model.1"), ("animeganv2", "block_a.0.1")):
         teacher = tiny_generator(variant)
         assert next(iter(conv_layers(teacher))) == first
         student = make_student(teacher, bits=4)

@@ -66,7 +66,7 @@ def test_proximal_l1_gives_exact_zeros(tiny_generator, tmp_path):
     assert not torch.equal(gammas, before)  # gammas are trained, just not thresholded
 
 
-@pytest.mark.parametrize("variant", ["cartoongan", "cyclegan_instance"])
+@pytest.mark.parametrize("variant", ["cartoongan", "cyclegan_instance", "animeganv2"])
 def test_budget_mode_meets_the_budget(variant, tiny_generator, tmp_path):
     teacher = tiny_generator(variant)
     inputs, targets = make_data(teacher)
