@@ -1,4 +1,4 @@
-"""GS on the published full-width generators, not only on tiny ones: bugs that only real sizes show (more than
+"""GS on the published full-width generators (CartoonGAN, CycleGAN ResNet-9, AnimeGANv2), not only on tiny ones: bugs that only real sizes show (more than
 2^24 activation values, 256-channel trunks) stay fixed. Random weights in the official layouts; a step or two."""
 import pytest
 import torch
@@ -8,7 +8,7 @@ from gs_core.slim.methods import SlimConfig, run_method
 from gs_core.slim.quant import layer_bits
 from gs_core.slim.train import TrainConfig
 
-FULL_WIDTH = {"cartoongan": {}, "cyclegan": {"n_blocks": 9}}
+FULL_WIDTH = {"cartoongan": {}, "cyclegan": {"n_blocks": 9}, "animeganv2": {}}
 
 
 @pytest.mark.parametrize("bits", [8, 4])
