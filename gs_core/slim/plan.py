@@ -128,19 +128,33 @@ def enforce_budget(model: Generator, plan: Plan, costs: dict[str, LayerCost], ta
     more gates a channel) would outrank every other layer and the first and last layers would be cut to one
     channel. Every group keeps at least `min_keep(width)` channels, so no layer becomes a one-channel bottleneck.
     """
-    plan = {name: list(mask) for name, mask in plan.items()}
     candidates = []
     for group in model.channel_groups():
         gammas = torch.stack([model.get_submodule(g).gamma.detach().abs() for g in group.gates])
         importance = gammas.mean(dim=0).tolist()  # one transfer, not one per channel from a GPU
         candidates += [(importance[c], group.name, c) for c in range(len(importance)) if plan[group.name][c]]
     candidates.sort()
-    for _, group_name, channel in candidates:
-        if getattr(plan_cost(model, plan, costs, bits), metric) <= target:
-            break
-        if sum(plan[group_name]) > min_keep(len(plan[group_name])):
-            plan[group_name][channel] = False
-    return plan
+
+    def cut(k: int) -> Plan:
+        """The plan after going through the k least important candidates (each cut unless at its floor)."""
+        cut_plan = {name: list(mask) for name, mask in plan.items()}
+        alive = {name: sum(mask) for name, mask in plan.items()}
+        for _, group_name, channel in candidates[:k]:
+            if alive[group_name] > min_keep(len(cut_plan[group_name])):
+                cut_plan[group_name][channel] = False
+                alive[group_name] -= 1
+        return cut_plan
+
+    # The cost only falls as k grows: bisect for the fewest candidates that meet the target (all, if none do),
+    # pricing O(log n) plans instead of one per cut channel.
+    low, high = 0, len(candidates)
+    while low < high:
+        middle = (low + high) // 2
+        if getattr(plan_cost(model, cut(middle), costs, bits), metric) <= target:
+            high = middle
+        else:
+            low = middle + 1
+    return cut(low)
 
 
 def min_keep(width: int) -> int:
