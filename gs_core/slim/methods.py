@@ -60,12 +60,14 @@ def batches_from(inputs: torch.Tensor, targets: torch.Tensor, batch_size: int, s
 
 
 def thinner(teacher: Generator, mac_fraction: float) -> Generator:
-    """The same architecture with every width scaled by one factor (ngf), nearest to `mac_fraction` MACs."""
-    base = count_macs(teacher, (64, 64))
-    candidates = {}
-    for ngf in range(1, teacher.ngf + 1):
-        model = create_generator(teacher.arch, **{**teacher.config(), "ngf": ngf, "widths": None})
-        candidates[ngf] = abs(count_macs(model, (64, 64)) / base - mac_fraction)
+    """The same architecture with every width scaled by one factor (ngf), nearest to `mac_fraction` MACs.
+    Candidates are counted on the meta device (shapes only, no arithmetic)."""
+    with torch.device("meta"):
+        base = count_macs(create_generator(teacher.arch, **teacher.config()), (64, 64))
+        candidates = {}
+        for ngf in range(1, teacher.ngf + 1):
+            model = create_generator(teacher.arch, **{**teacher.config(), "ngf": ngf, "widths": None})
+            candidates[ngf] = abs(count_macs(model, (64, 64)) / base - mac_fraction)
     best = min(candidates, key=candidates.get)
     return create_generator(teacher.arch, **{**teacher.config(), "ngf": best, "widths": None})
 

@@ -57,10 +57,16 @@ class LayerCost:
 
 
 def layer_costs(model: Generator, size: tuple[int, int] = (256, 256)) -> dict[str, LayerCost]:
-    """Per-conv costs measured with PyTorch's flop counter (MACs = FLOPs / 2, convolutions only)."""
+    """Per-conv costs of a plain generator, measured with PyTorch's flop counter (MACs = FLOPs / 2, convolutions
+    only) on a copy built on the meta device: shapes only, no arithmetic (a full-width model at 256 px would
+    otherwise cost a real forward pass)."""
+    from gs_core.models import create_generator
+
+    with torch.device("meta"):
+        shadow = create_generator(model.arch, **model.config())
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        model(torch.zeros(1, 3, *size, device=next(model.parameters()).device))
+        shadow(torch.zeros(1, 3, *size, device="meta"))
     flops = counter.get_flop_counts()
     costs = {}
     for name, conv in conv_layers(model).items():
