@@ -32,16 +32,22 @@ def _ste(x: torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
     return x + (quantized - x).detach()
 
 
-def quantize_weight(w: torch.Tensor, bits: int, channel_axis: int | None) -> torch.Tensor:
-    if bits == FULL_PRECISION:
-        return w
-    qmax = 2 ** (bits - 1) - 1
+def weight_scale(w: torch.Tensor, bits: int, channel_axis: int | None) -> torch.Tensor:
+    """The step between weight levels: max |w| / (2^(b-1) - 1), per layer (a scalar) or per output channel
+    (shaped to broadcast against `w`). Integer codes are round(w / scale), clamped to +-(2^(b-1) - 1)."""
     if channel_axis is None:
         max_abs = w.detach().abs().max()
     else:
         dims = [d for d in range(w.dim()) if d != channel_axis]
         max_abs = w.detach().abs().amax(dim=dims, keepdim=True)
-    scale = max_abs.clamp(min=1e-12) / qmax
+    return max_abs.clamp(min=1e-12) / (2 ** (bits - 1) - 1)
+
+
+def quantize_weight(w: torch.Tensor, bits: int, channel_axis: int | None) -> torch.Tensor:
+    if bits == FULL_PRECISION:
+        return w
+    qmax = 2 ** (bits - 1) - 1
+    scale = weight_scale(w, bits, channel_axis)
     return _ste(w, torch.round(w / scale).clamp(-qmax, qmax) * scale)
 
 
