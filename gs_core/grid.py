@@ -31,8 +31,8 @@ from gs_core.slim.train import TrainConfig
 PACKED = "packed.safetensors"  # sub-32-bit weights bit-packed: the file whose size `size_bits` describes
 QUALITY = ("psnr", "ssim", "lpips", "fid")
 MANIFEST_FIELDS = ("id", "method", "bits", "sparsity_target", "channels_removed", "macs_removed", "params", "macs",
-                   "size_bits", "compression_size", "compression_macs", "latency_ms", "psnr", "ssim", "lpips",
-                   "fid", "path")
+                   "size_bits", "compression_size", "compression_macs", "latency_ms", "runtime", "latency_ms_torch",
+                   "psnr", "ssim", "lpips", "fid", "path")
 
 
 @dataclass(frozen=True)
@@ -156,6 +156,9 @@ def manifest_record(point_id: str, folder: Path, card: dict, teacher_macs: int, 
         "path": str(folder.relative_to(root)),
     }
     record.update({k: metrics.get(k) for k in MANIFEST_FIELDS if k not in record})
+    # Where latency_ms was timed: the grid times PyTorch eager; benchmarks/latency.py --update-manifest times
+    # every model in its deployed runtime (gs_core.deploy.latency) and keeps the eager number as latency_ms_torch.
+    record["runtime"] = record["runtime"] or "pytorch"
     return record
 
 

@@ -22,6 +22,9 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     if threads:
         options.intra_op_num_threads = threads
     options.log_severity_level = 3  # errors only: the optimizer's notes are not for users
+    # Idle threads sleep instead of spinning: a process that also runs PyTorch, or other sessions (the benchmark
+    # times them round-robin), would otherwise lose a core to a finished session's spinning threads.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
