@@ -6,8 +6,10 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
+from gs_core.deploy.runtime import OnnxGenerator
 from pages.compare import card_markdown, read_uploads, slider_step, student_view
 from pages.grid import baseline_ids, grid_cells, grid_view
 from pages.layers import layer_figures
@@ -108,3 +110,11 @@ def test_a_burst_of_photos_drops_the_oldest_prefetches(grid):
     grid.wait_for_prefetch()
     cached = [(p.key, "gs-s0.25-b32") in grid._results for p in photos]
     assert cached == [False] + [True] * PREFETCH_BACKLOG
+
+
+def test_onnx_download_is_the_deployed_export_and_written_once(grid):
+    quantized, full = grid.onnx_file("gs-s0.25-b8"), grid.onnx_file("gs-s0.25-b32")
+    assert quantized.name == "gs-s0.25-b8-int8.onnx" and full.name == "gs-s0.25-b32.onnx"
+    assert grid.onnx_file("gs-s0.25-b8").stat().st_mtime_ns == quantized.stat().st_mtime_ns
+    assert OnnxGenerator(quantized).run(torch.rand(1, 3, 16, 16)).shape == (1, 3, 16, 16)
+    assert "latency, deployed" in card_markdown(grid, "gs-s0.25-b8")
