@@ -4,14 +4,19 @@ The graph does what `Generator.stylize` does: input `image`, float32 N x 3 x H x
 size from 5 up (dynamic); output `stylized`, the same layout, range and size. The model's own pre- and
 post-processing and the reflect padding to a multiple of 4 are part of the graph.
 
-A quantized student's convs read their input through QuantizeLinear -> DequantizeLinear with the student's own
-learned clip range: scale alpha / steps and the level range of `quant.activation_levels` (uint8 with zero point
-0 for unsigned inputs, int8 for signed ones). Below 8 bits the levels still fit the 8-bit container and a Clip to
-the student's range before QuantizeLinear keeps them there, so the pair stays exact. Weights:
-- fp32 export: the fake-quantized weights, as floats: the graph computes what the PyTorch student computes;
-- int8 export: the integer codes (int8) and their per-output-channel scales (`quant.weight_scale`) behind a
-  DequantizeLinear, so that onnxruntime fuses DequantizeLinear -> Conv into an integer convolution. No scale is
-  calibrated here: all of them are the ones GS trained.
+A quantized student's convs read their input through the student's own learned activation quantizer: scale
+alpha / steps and the level range of `quant.activation_levels` (uint8 with zero point 0 for unsigned inputs, int8
+for signed ones). Below 8 bits the levels still fit the 8-bit container; a clamp to the student's range in front
+of QuantizeLinear keeps them there, so the pair stays exact (a 4-bit student is an int8 graph with 16 levels per
+activation and 15 per weight). No scale is calibrated here: all of them are the ones GS trained.
+- fp32 export: the fake-quantized weights as floats, the activation levels in float ops: the graph computes what
+  the PyTorch student computes, in fp32.
+- int8 export: QuantizeLinear -> DequantizeLinear on the inputs, the weights as int8 codes with their
+  per-output-channel scales (`quant.weight_scale`) behind DequantizeLinear. onnxruntime turns a conv into an
+  integer one (QLinearConv) where its output is quantized too, that is where it feeds another quantized conv
+  directly or through a ReLU (CartoonGAN's stride-2 convs and its colour head). Where the output goes to an
+  instance norm GS never quantized it, and onnxruntime runs that conv in float on the dequantized levels: an
+  integer conv there needs an output scale the student does not have.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ import numpy as np
 import onnx
 import torch
 import torch.nn.functional as F
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 from torch import nn
 
 from gs_core.models import Generator
@@ -66,7 +71,7 @@ def _instance_norm(norm: InstanceNormScaleShift) -> nn.InstanceNorm2d:
 @torch.no_grad()
 def float_copy(model: Generator) -> Generator:
     """A copy of `model` with plain convs holding the fake-quantized weights and no activation quantizers (the
-    graph gets those as QuantizeLinear / DequantizeLinear pairs)."""
+    graph gets those from `_quantize_graph`), and CartoonGAN's instance norms as nn.InstanceNorm2d."""
     plain = copy.deepcopy(model).eval()
     for name, module in list(plain.named_modules()):
         if isinstance(module, InstanceNormScaleShift):
@@ -150,28 +155,33 @@ def _weight_dq(conv_name: str, conv: nn.Module) -> tuple[list, list, str]:
 
 
 def _quantize_graph(graph: onnx.GraphProto, model: Generator, int8: bool) -> None:
-    """Put the student's activation quantizers (and, for int8, its integer weights) in front of every conv."""
-    convs = conv_layers(model)
-    nodes = []
+    """Put the student's activation quantizers (and, for int8, its integer weights) in front of its convs."""
+    quantized = {name: conv for name, conv in conv_layers(model).items()
+                 if getattr(conv, "act", None) is not None or getattr(conv, "weight_bits", FULL_PRECISION) < 32}
+    nodes, found, float_weights = [], set(), set()
     for node in graph.node:
-        conv_name = node.input[1].removeprefix(_PREFIX).removesuffix(".weight") if node.op_type in (
-            "Conv", "ConvTranspose") else None
-        conv = convs.get(conv_name)
-        if conv is not None and getattr(conv, "act", None) is not None:
-            added, inits, node.input[0] = _activation_quantizer(conv_name, conv.act, node.input[0], int8)
-            nodes += added
-            graph.initializer.extend(inits)
-        if int8 and conv is not None and getattr(conv, "weight_bits", FULL_PRECISION) != FULL_PRECISION:
-            added, inits, weight = _weight_dq(conv_name, conv)
-            old = node.input[1]
-            node.input[1] = weight
-            nodes += added
-            graph.initializer.extend(inits)
-            kept = [i for i in graph.initializer if i.name != old]
-            del graph.initializer[:]
-            graph.initializer.extend(kept)
+        is_conv = node.op_type in ("Conv", "ConvTranspose")
+        conv_name = node.input[1].removeprefix(_PREFIX).removesuffix(".weight") if is_conv else None
+        conv = quantized.get(conv_name)
+        if conv is not None:
+            found.add(conv_name)
+            additions = []
+            if conv.act is not None:
+                additions.append(_activation_quantizer(conv_name, conv.act, node.input[0], int8))
+                node.input[0] = additions[-1][2]
+            if int8 and conv.weight_bits < FULL_PRECISION:
+                float_weights.add(node.input[1])
+                additions.append(_weight_dq(conv_name, conv))
+                node.input[1] = additions[-1][2]
+            for added, inits, _ in additions:
+                nodes += added
+                graph.initializer.extend(inits)
         nodes.append(node)
-    del graph.node[:]
+    if found != set(quantized):  # a conv the tracer named otherwise would silently lose its quantization
+        raise RuntimeError(f"quantized convs missing from the traced graph: {sorted(set(quantized) - found)}")
+    kept = [i for i in graph.initializer if i.name not in float_weights]
+    del graph.initializer[:], graph.node[:]
+    graph.initializer.extend(kept)
     graph.node.extend(nodes)
 
 
