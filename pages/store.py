@@ -119,6 +119,7 @@ class ModelGrid:
         self.models = {mid: by_path[(self.root / p).resolve()] for mid, p in self.table["path"].items()}
 
         self._lock = threading.Lock()
+        self._export_lock = threading.Lock()  # an export takes a second: stylizing must not wait for it
         self._results: OrderedDict[tuple[str, str], Stylized] = OrderedDict()
         self._pending: dict[tuple[str, str], Future] = {}
         # In the system temp folder, where Gradio accepts files returned by event handlers.
@@ -190,7 +191,7 @@ class ModelGrid:
         model = self.models[model_id]
         int8 = deployed_runtime(model) == "onnxruntime-int8"
         path = Path(self._files.name) / f"{model_id}{'-int8' if int8 else ''}.onnx"
-        with self._lock:  # two sessions asking at once write the file once
+        with self._export_lock:  # two sessions asking at once write the file once
             if not path.is_file():
                 export_onnx(model, path, int8=int8)
         return path
