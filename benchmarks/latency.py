@@ -1,22 +1,33 @@
-"""CPU latency of a teacher and its compressed students, timed interleaved in one process.
+"""CPU latency of the teacher and every shipped student in PyTorch eager, ONNX fp32 and ONNX int8, in one process.
 
-    python benchmarks/latency.py TEACHER.pt STUDENT.pt [STUDENT.pt ...] [--size 256] [--threads 2]
-                                 [--warmup 3] [--repeats 15] [--out latency.json]
+    python benchmarks/latency.py [--checkpoints checkpoints] [--only ID ...] [--sizes 256 512] [--threads 2]
+                                 [--warmup 3] [--repeats 20] [--out latency.json] [--plot latency.html]
+                                 [--update-manifest]
 
-Prints the median milliseconds per forward pass and the speed-up over the teacher, and writes them
-as JSON together with what the numbers depend on (threads, CPU, torch version, input size).
+Every (model, runtime) pair is timed round-robin (gs_core.deploy.latency.median_ms) with fixed threads (torch and
+onnxruntime alike), one 1 x 3 x SIZE x SIZE stylization per call. Prints, per size, the median milliseconds, the
+speed-up over the teacher in the same runtime and, beside it, the MACs reduction; writes them as JSON with what
+they depend on, and a plot (HTML) of MACs reduction against measured speed-up. `--update-manifest` writes the
+256 px numbers into the cards and the manifest: `latency_ms` in the model's deployed runtime (field `runtime`),
+`latency_ms_torch` in PyTorch eager; nothing else in the cards changes.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import platform
+import tempfile
 from pathlib import Path
 
+import onnxruntime
+import plotly.graph_objects as go
 import torch
 
-from gs_core.checkpoint import load_model
-from gs_core.eval.cost import measure_latency
+from gs_core.checkpoint import load_model, read_card, weights_digest, write_card
+from gs_core.deploy.latency import RUNTIMES, deployed_runtime, median_ms, runners
+from gs_core.grid import write_manifest
+
+MANIFEST_SIZE = 256  # the size every other cost in the manifest is measured at
 
 
 def cpu_name() -> str:
@@ -29,41 +40,88 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def table(results: dict, records: dict) -> list[dict]:
+    """One row per model: ms per runtime, speed-up over the teacher in that runtime, MACs reduction."""
+    teacher = results["teacher"]
+    rows = []
+    for model_id, by_runtime in results.items():
+        row = {"id": model_id, "macs_reduction": records["teacher"]["macs"] / records[model_id]["macs"]}
+        for runtime, ms in by_runtime.items():
+            row[f"{runtime}_ms"] = ms
+            # int8 has no teacher of its own: compared with the teacher's fp32 export, which it replaces
+            row[f"{runtime}_speedup"] = teacher.get(runtime, teacher["onnxruntime"]) / ms
+        rows.append(row)
+    return rows
+
+
+def print_table(size: int, rows: list[dict]) -> None:
+    print(f"\n{size} x {size}: median ms (speed-up over the teacher); MACs reduction; ORT speed-up / MACs reduction")
+    print(f"{'id':18}" + "".join(f"{r:>24}" for r in RUNTIMES) + f"{'MACs red.':>11}{'ratio':>7}")
+    for row in rows:
+        cells = "".join(f"{row[f'{r}_ms']:>14.1f} ({row[f'{r}_speedup']:5.2f}x)" if f"{r}_ms" in row else f"{'-':>24}"
+                        for r in RUNTIMES)
+        ratio = row.get("onnxruntime_speedup", 0) / row["macs_reduction"]
+        print(f"{row['id']:18}{cells}{row['macs_reduction']:>10.1f}x{ratio:>7.2f}")
+
+
+def plot(size: int, rows: list[dict], path: Path) -> None:
+    ids = [row["id"] for row in rows]
+    figure = go.Figure([go.Bar(name="MACs reduction", x=ids, y=[row["macs_reduction"] for row in rows])])
+    for runtime in RUNTIMES:
+        figure.add_bar(name=f"speed-up, {runtime}", x=ids, y=[row.get(f"{runtime}_speedup") for row in rows])
+    figure.update_layout(title=f"MACs reduction and measured speed-up over the teacher, {size} x {size}",
+                         yaxis_title="x teacher", barmode="group")
+    figure.write_html(path, include_plotlyjs=True)
+
+
+def update_manifest(root: Path, results: dict, models: dict, paths: dict) -> None:
+    teacher_ms = results["teacher"][deployed_runtime(models["teacher"])]
+    for model_id, by_runtime in results.items():
+        runtime = deployed_runtime(models[model_id])
+        card = read_card(paths[model_id])
+        card["metrics"].update(latency_ms=by_runtime[runtime], latency_ms_torch=by_runtime["pytorch"],
+                               runtime=runtime, speedup=teacher_ms / by_runtime[runtime])
+        write_card(paths[model_id], card)
+    write_manifest(root, paths["teacher"], weights_digest(models["teacher"]))
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("teacher", help="teacher checkpoint")
-    parser.add_argument("models", nargs="+", help="checkpoints to compare with the teacher")
-    parser.add_argument("--size", type=int, default=256, help="input is 1 x 3 x SIZE x SIZE")
+    parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
+    parser.add_argument("--only", nargs="+", help="these model ids (the teacher is always timed)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("latency.json"))
+    parser.add_argument("--plot", type=Path, default=Path("latency.html"))
+    parser.add_argument("--update-manifest", action="store_true",
+                        help=f"write the {MANIFEST_SIZE} px numbers into the cards and the manifest")
     args = parser.parse_args(argv)
+    if args.update_manifest and (MANIFEST_SIZE not in args.sizes or args.only):
+        parser.error(f"--update-manifest needs size {MANIFEST_SIZE} and every model (no --only)")
 
-    # Keys are "name (path)" so that two checkpoints with the same card name stay apart.
-    models = {}
-    for path in [args.teacher, *args.models]:
-        model, card = load_model(path)
-        models[f"{card['name']} ({path})"] = model
-    teacher_key = next(iter(models))
-
-    median_ms = measure_latency(models, input_size=(args.size, args.size), threads=args.threads,
-                                warmup=args.warmup, repeats=args.repeats)
-    report = {
-        "device": f"cpu: {cpu_name()}",
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "input_size": [args.size, args.size],
-        "warmup": args.warmup,
-        "repeats": args.repeats,
-        "teacher": teacher_key,
-        "median_ms": median_ms,
-        "speedup": {key: median_ms[teacher_key] / ms for key, ms in median_ms.items()},
-    }
-    for key, ms in median_ms.items():
-        print(f"{ms:10.2f} ms  x{report['speedup'][key]:5.2f}  {key}")
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    root = args.checkpoints.resolve()
+    records = {r["id"]: r for r in json.loads((root / "manifest.json").read_text())}
+    ids = ["teacher", *[i for i in (args.only or records) if i != "teacher"]]
+    paths = {i: root / records[i]["path"] for i in ids}
+    models = {i: load_model(paths[i])[0] for i in ids}
+    torch.set_num_threads(args.threads)
+    report = {"device": f"cpu: {cpu_name()}", "threads": args.threads, "torch": torch.__version__,
+              "onnxruntime": onnxruntime.__version__, "warmup": args.warmup, "repeats": args.repeats, "sizes": {}}
+    with tempfile.TemporaryDirectory() as folder:
+        for size in args.sizes:
+            timed = median_ms(runners(models, size, args.threads, Path(folder)), args.warmup, args.repeats)
+            results = {i: {runtime: ms for (j, runtime), ms in timed.items() if j == i} for i in ids}
+            rows = table(results, records)
+            report["sizes"][str(size)] = rows
+            print_table(size, rows)
+            if size == max(args.sizes):
+                plot(size, rows, args.plot)
+            if args.update_manifest and size == MANIFEST_SIZE:
+                update_manifest(root, results, models, paths)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(f"wrote {args.out} and {args.plot}")
     return report
 
 

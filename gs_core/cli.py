@@ -77,7 +77,12 @@ def cmd_stylize(args) -> int:
     from PIL import Image
 
     device = resolve_device(args.device)
-    model = load_model(args.model)[0].to(device)
+    if Path(args.model).suffix == ".onnx":  # an exported model runs in onnxruntime, on the CPU
+        from gs_core.deploy.runtime import OnnxGenerator
+
+        model, device = OnnxGenerator(args.model), torch.device("cpu")
+    else:
+        model = load_model(args.model)[0].to(device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     failures = 0
@@ -132,6 +137,28 @@ def cmd_extract(args) -> int:
     card = {**card, "plan": describe_widths(slim, dense)}
     card.pop("architecture", None)
     print(f"saved {save_model(slim, args.out, card)}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from gs_core.checkpoint import load_model
+    from gs_core.deploy.onnx_export import EXPORT_FORMATS, export_onnx
+    from gs_core.deploy.runtime import agreement
+    from gs_core.slim.extract import extract
+    from gs_core.slim.gates import gates_of
+
+    if args.format not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {args.format!r}; supported: {', '.join(EXPORT_FORMATS)}")
+    model, _ = load_model(args.model)
+    if gates_of(model):
+        print("this student still has its channel gates: extracting it first (as `extract` does)")
+        model = extract(model)
+    try:
+        path = export_onnx(model, args.out, int8=args.int8)
+    except OSError as err:
+        raise ValueError(f"cannot write {args.out}: {err.strerror or err}") from None
+    print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB, {'int8' if args.int8 else 'fp32'}); "
+          f"against PyTorch on a 64 px image: {agreement(model, path)}")
     return 0
 
 
@@ -206,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_info)
 
-    p = sub.add_parser("stylize", help="stylize RGB images with a model")
+    p = sub.add_parser("stylize", help="stylize RGB images with a model (a checkpoint or an exported .onnx)")
     p.add_argument("inputs", nargs="+")
     p.add_argument("--model", default=str(DEFAULT_TEACHER))
     p.add_argument("--out", required=True)
@@ -229,6 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("student")
     p.add_argument("--out", required=True)
     p.set_defaults(run=cmd_extract)
+
+    p = sub.add_parser("export", help="export a teacher or student for deployment (ONNX, fp32 or int8)")
+    p.add_argument("model", help="checkpoint folder or file (a gated student is extracted first)")
+    p.add_argument("--format", default="onnx", help="onnx (the only one so far)")
+    p.add_argument("--int8", action="store_true",
+                   help="integer convs with the student's own GS scales (quantized students only)")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.set_defaults(run=cmd_export)
 
     p = sub.add_parser("eval", help="quality and cost of checkpoints against a teacher")
     p.add_argument("models", nargs="+")

@@ -32,8 +32,8 @@ from gs_core.slim.train import TrainConfig
 PACKED = "packed.safetensors"  # sub-32-bit weights bit-packed: the file whose size `size_bits` describes
 QUALITY = ("psnr", "ssim", "lpips", "fid")
 MANIFEST_FIELDS = ("id", "method", "bits", "sparsity_target", "channels_removed", "macs_removed", "params", "macs",
-                   "size_bits", "compression_size", "compression_macs", "latency_ms", "psnr", "ssim", "lpips",
-                   "fid", "eval_size", "path")
+                   "size_bits", "compression_size", "compression_macs", "latency_ms", "runtime", "latency_ms_torch",
+                   "psnr", "ssim", "lpips", "fid", "eval_size", "path")
 TEACHER_FOLDER = "teacher"  # where a grid keeps its teacher, inside the grid's folder
 LEGACY_EVAL_SIZE = 256  # cards written before `eval_size` was recorded were all measured at 256 px
 
@@ -161,6 +161,9 @@ def manifest_record(point_id: str, folder: Path, card: dict, teacher_macs: int, 
     }
     record.update({k: metrics.get(k) for k in MANIFEST_FIELDS if k not in record})
     record["eval_size"] = metrics.get("eval_size", LEGACY_EVAL_SIZE) if metrics else None
+    # Where latency_ms was timed: the grid times PyTorch eager; benchmarks/latency.py --update-manifest times
+    # every model in its deployed runtime (gs_core.deploy.latency) and keeps the eager number as latency_ms_torch.
+    record["runtime"] = record["runtime"] or "pytorch"
     return record
 
 

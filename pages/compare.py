@@ -84,6 +84,11 @@ def _number(value, fmt: str) -> str:
     return "n/a" if value is None or pd.isna(value) else format(float(value), fmt)
 
 
+def _latency(row) -> str:
+    """latency_ms with the runtime it was timed in (the manifest says "pytorch" where it was not deployed)."""
+    return f"{_number(row['latency_ms'], '.1f')} ms ({row.get('runtime') or 'pytorch'})"
+
+
 def card_markdown(grid: ModelGrid, model_id: str, result: Stylized | None = None) -> str:
     """The student's card: its costs next to the teacher's, and its quality (this photo and the test set)."""
     row, teacher = grid.table.loc[model_id], grid.table.loc[grid.teacher_id]
@@ -100,8 +105,9 @@ def card_markdown(grid: ModelGrid, model_id: str, result: Stylized | None = None
              f"| size | {_size(row['size_bits'])} | {_size(teacher['size_bits'])} |",
              f"| compression (size, MACs) | {_number(row['compression_size'], '.1f')}×, "
              f"{_number(row['compression_macs'], '.1f')}× | 1× |",
-             f"| latency (measured) | {_number(row['latency_ms'], '.1f')} ms "
-             f"| {_number(teacher['latency_ms'], '.1f')} ms |"]
+             f"| latency, deployed (measured) | {_latency(row)} | {_latency(teacher)} |",
+             f"| latency, PyTorch eager | {_number(row.get('latency_ms_torch'), '.1f')} ms "
+             f"| {_number(teacher.get('latency_ms_torch'), '.1f')} ms |"]
     if result is not None and result.psnr is not None:
         lines += [f"| PSNR vs teacher, this photo | {_number(result.psnr, '.2f')} dB | |",
                   f"| SSIM vs teacher, this photo | {_number(result.ssim, '.3f')} | |"]
@@ -183,6 +189,10 @@ def add_compare_page(shared: Shared, tab: gr.Tab, examples: list[Photo]) -> None
                 diff_image = gr.Image(label=f"|teacher − student| × {DIFF_GAIN}", interactive=False,
                                       elem_id="diff-image")
             card = gr.Markdown(elem_id="student-card")
+            with gr.Row():
+                export = gr.Button("Export the selected student to ONNX", elem_id="export-onnx", scale=0)
+                onnx_file = gr.File(label="ONNX file (int8 for a quantized student, else fp32)",
+                                    elem_id="onnx-file")
 
     student_outputs = [student_image, diff_image, card, shown]
     photo_outputs = [teacher_image, *student_outputs]
@@ -201,6 +211,7 @@ def add_compare_page(shared: Shared, tab: gr.Tab, examples: list[Photo]) -> None
         return (uploaded, photos[0] if photos else current, gallery_items(examples, uploaded), "\n\n".join(lines),
                 None)
 
+    export.click(grid.onnx_file, [shared.student], [onnx_file], **UI_EVENT)
     show_photo = partial(photo_view, grid)
     gallery.select(choose, [uploads], [shared.photo], **UI_EVENT).then(
         show_photo, [shared.photo, shared.student], photo_outputs, **UI_EVENT)

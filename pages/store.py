@@ -26,6 +26,8 @@ from PIL import Image
 
 from gs_core.checkpoint import load_model, read_card
 from gs_core.data.images import load_rgb, to_tensor, to_uint8
+from gs_core.deploy.latency import deployed_runtime
+from gs_core.deploy.onnx_export import export_onnx
 from gs_core.eval.quality import psnr, ssim
 from gs_core.grid import LEGACY_EVAL_SIZE
 from gs_core.slim.quant import conv_layers
@@ -121,6 +123,7 @@ class ModelGrid:
         self.models = {mid: by_path[(self.root / p).resolve()] for mid, p in self.table["path"].items()}
 
         self._lock = threading.Lock()
+        self._export_lock = threading.Lock()  # an export takes a second: stylizing must not wait for it
         self._results: OrderedDict[tuple[str, str], Stylized] = OrderedDict()
         self._pending: dict[tuple[str, str], Future] = {}
         # In the system temp folder, where Gradio accepts files returned by event handlers.
@@ -184,6 +187,18 @@ class ModelGrid:
 
     def metric_available(self, metric: str) -> bool:
         return metric in self.table and self.table[metric].notna().any()
+
+    def onnx_file(self, model_id: str) -> Path:
+        """`model_id` exported for its deployed runtime (gs_core.deploy.latency.deployed_runtime), written once."""
+        if model_id not in self.models:
+            raise KeyError(f"unknown model id {model_id!r}")
+        model = self.models[model_id]
+        int8 = deployed_runtime(model) == "onnxruntime-int8"
+        path = Path(self._files.name) / f"{model_id}{'-int8' if int8 else ''}.onnx"
+        with self._export_lock:  # two sessions asking at once write the file once
+            if not path.is_file():
+                export_onnx(model, path, int8=int8)
+        return path
 
     # ------------------------------------------------------------------------------- stylizing
     def stylize(self, photo: Photo, model_id: str) -> Stylized:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 COLUMNS = {"id": "{}", "bits": "{}", "macs_removed": "{:.0%}", "params": "{:,}", "compression_size": "{:.1f}x",
-           "compression_macs": "{:.1f}x", "latency_ms": "{:.0f}", "psnr": "{:.2f}", "ssim": "{:.3f}"}
+           "compression_macs": "{:.1f}x", "latency_ms": "{:.0f}", "runtime": "{}", "latency_ms_torch": "{:.0f}",
+           "psnr": "{:.2f}", "ssim": "{:.3f}"}
 
 
 def markdown(table: pd.DataFrame) -> str:

@@ -42,16 +42,22 @@ class _RoundWeights(torch.autograd.Function):
         return grad, None, None
 
 
-def quantize_weight(w: torch.Tensor, bits: int, channel_axis: int | None) -> torch.Tensor:
-    """Symmetric fake quantization, scale = max |w| / qmax per tensor or per `channel_axis`."""
-    if bits == FULL_PRECISION:
-        return w
-    qmax = 2 ** (bits - 1) - 1
+def weight_scale(w: torch.Tensor, bits: int, channel_axis: int | None) -> torch.Tensor:
+    """The step between weight levels: max |w| / (2^(b-1) - 1), per layer (a scalar) or per output channel
+    (shaped to broadcast against `w`). Integer codes are round(w / scale), clamped to +-(2^(b-1) - 1)."""
     if channel_axis is None:
         max_abs = w.detach().abs().max()
     else:
-        max_abs = w.detach().abs().amax(dim=[d for d in range(w.dim()) if d != channel_axis], keepdim=True)
-    return _RoundWeights.apply(w, max_abs.clamp(min=1e-12) / qmax, qmax)
+        dims = [d for d in range(w.dim()) if d != channel_axis]
+        max_abs = w.detach().abs().amax(dim=dims, keepdim=True)
+    return max_abs.clamp(min=1e-12) / (2 ** (bits - 1) - 1)
+
+
+def quantize_weight(w: torch.Tensor, bits: int, channel_axis: int | None) -> torch.Tensor:
+    """Symmetric fake quantization on the levels of `weight_scale`."""
+    if bits == FULL_PRECISION:
+        return w
+    return _RoundWeights.apply(w, weight_scale(w, bits, channel_axis), 2 ** (bits - 1) - 1)
 
 
 def activation_levels(bits: int, signed: bool) -> tuple[int, int, int]:

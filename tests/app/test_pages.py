@@ -6,9 +6,11 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from fake_grid import build_fake_grid
 from PIL import Image
 
+from gs_core.deploy.runtime import OnnxGenerator
 from tiny_models import build_tiny
 from pages.compare import card_markdown, read_uploads, slider_step, student_view
 from pages.grid import baseline_ids, grid_cells, grid_view
@@ -125,3 +127,11 @@ def test_pages_on_an_animeganv2_grid(tmp_path, photo):
     kept, pruned = survival.data
     assert len(kept.x) == 25 and 0 < sum(pruned.y) < sum(kept.y) + sum(pruned.y)  # every conv, some pruned
     assert gammas.data
+
+
+def test_onnx_download_is_the_deployed_export_and_written_once(grid):
+    quantized, full = grid.onnx_file("gs-s0.25-b8"), grid.onnx_file("gs-s0.25-b32")
+    assert quantized.name == "gs-s0.25-b8-int8.onnx" and full.name == "gs-s0.25-b32.onnx"
+    assert grid.onnx_file("gs-s0.25-b8").stat().st_mtime_ns == quantized.stat().st_mtime_ns
+    assert OnnxGenerator(quantized).run(torch.rand(1, 3, 16, 16)).shape == (1, 3, 16, 16)
+    assert "latency, deployed" in card_markdown(grid, "gs-s0.25-b8")

@@ -1,0 +1,66 @@
+"""Latency of models in the runtimes they can be deployed to, timed interleaved in one process.
+
+Runtimes: `pytorch` (eager, the checkpoint as it is), `onnxruntime` (the fp32 export) and `onnxruntime-int8` (the
+int8 export, quantized students only). A model's deployed runtime is onnxruntime-int8 when it is quantized, else
+onnxruntime: what `python -m gs_core export` gives it.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from gs_core.deploy.onnx_export import export_onnx, is_quantized
+from gs_core.deploy.runtime import OnnxGenerator
+
+RUNTIMES = ("pytorch", "onnxruntime", "onnxruntime-int8")
+
+
+def deployed_runtime(model: torch.nn.Module) -> str:
+    return "onnxruntime-int8" if is_quantized(model) else "onnxruntime"
+
+
+def median_ms(runners: dict, warmup: int = 3, repeats: int = 20) -> dict:
+    """Median milliseconds of each runner (a no-argument callable) over `repeats` rounds after `warmup`.
+
+    Each round calls every runner once, the first one rotating between rounds, so that load changes on a shared
+    machine hit all of them alike: the ratios are more trustworthy than the absolute numbers.
+    """
+    if not runners or repeats < 1:
+        raise ValueError("need at least one runner and one repeat")
+    keys = list(runners)
+    times: dict = {key: [] for key in keys}
+    for round_index in range(warmup + repeats):
+        shift = round_index % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            start = time.perf_counter()
+            runners[key]()
+            if round_index >= warmup:
+                times[key].append((time.perf_counter() - start) * 1000)
+    return {key: statistics.median(values) for key, values in times.items()}
+
+
+def runners(models: dict[str, torch.nn.Module], size: int, threads: int, folder: Path,
+            runtimes: tuple[str, ...] = RUNTIMES) -> dict[tuple[str, str], Callable[[], object]]:
+    """{(model name, runtime): callable running one 1 x 3 x size x size stylization}; ONNX files go to
+    `folder`. The PyTorch runners use `threads` only while torch.set_num_threads(threads) is in force."""
+    rgb = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    out: dict[tuple[str, str], Callable[[], object]] = {}
+    for name, model in models.items():
+        model.eval()
+        if "pytorch" in runtimes:
+            out[name, "pytorch"] = lambda model=model: _eager(model, rgb)
+        for runtime, int8 in (("onnxruntime", False), ("onnxruntime-int8", True)):
+            if runtime in runtimes and (not int8 or is_quantized(model)):
+                path = export_onnx(model, Path(folder) / f"{name}-{runtime}.onnx", int8=int8)
+                session = OnnxGenerator(path, threads=threads)
+                out[name, runtime] = lambda session=session: session.run(rgb)
+    return out
+
+
+def _eager(model: torch.nn.Module, rgb: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return model.stylize(rgb)

@@ -1,0 +1,71 @@
+"""Run an exported ONNX generator with onnxruntime, behind the same `stylize` as a PyTorch Generator."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import onnxruntime as ort
+import torch
+import torch.nn.functional as F
+
+from gs_core.checkpoint import CheckpointError
+from gs_core.deploy.onnx_export import INPUT, MIN_SIDE_KEY, OUTPUT
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """Every graph optimization on; `threads` intra-op threads (None: onnxruntime's default, one per core) and
+    no inter-op pool: the graph is a chain, so one op at a time with all threads inside it."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if threads:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3  # errors only: the optimizer's notes are not for users
+    # Idle threads sleep instead of spinning: a process that also runs PyTorch, or other sessions (the benchmark
+    # times them round-robin), would otherwise lose a core to a finished session's spinning threads.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+class OnnxGenerator:
+    """An exported graph (gs_core.deploy.onnx_export) on onnxruntime's CPU provider."""
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no such file")
+        try:
+            self.session = ort.InferenceSession(str(path), session_options(threads),
+                                                providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own types for unreadable or invalid graphs
+            raise CheckpointError(f"{path}: not a readable ONNX model, damaged or truncated? "
+                                  f"({str(err).splitlines()[0][:200]})") from None
+        inputs, outputs = [i.name for i in self.session.get_inputs()], [o.name for o in self.session.get_outputs()]
+        if inputs != [INPUT] or outputs != [OUTPUT]:
+            raise CheckpointError(f"{path}: an ONNX model with inputs {inputs} and outputs {outputs}, not a GS "
+                                  f"Studio export ({INPUT!r} -> {OUTPUT!r}; make one with `python -m gs_core export`)")
+        self.path = path
+        self.min_side = int(self.session.get_modelmeta().custom_metadata_map.get(MIN_SIDE_KEY, 5))
+
+    def run(self, rgb01: torch.Tensor) -> torch.Tensor:
+        """The graph itself: N x 3 x H x W RGB [0, 1] with H, W >= min_side -> the same layout and size."""
+        return torch.from_numpy(self.session.run([OUTPUT], {INPUT: rgb01.float().contiguous().numpy()})[0])
+
+    def stylize(self, rgb01: torch.Tensor) -> torch.Tensor:
+        """As Generator.stylize: any size; sides below min_side are replicate-padded, then cropped back."""
+        h, w = rgb01.shape[-2:]
+        x = F.pad(rgb01, (0, max(self.min_side - w, 0), 0, max(self.min_side - h, 0)), mode="replicate")
+        return self.run(x)[..., :h, :w]
+
+
+def agreement(model: torch.nn.Module, path: str | Path, size: int = 64) -> str:
+    """How closely the exported file reproduces the PyTorch model on a smooth synthetic size x size image."""
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    rgb = torch.stack([yy, xx, 0.5 + 0.5 * torch.sin(12 * xx * yy)])[None]
+    with torch.inference_mode():
+        expected = model.stylize(rgb)
+    got = OnnxGenerator(path, threads=1).run(rgb)
+    mse = float(((got - expected) ** 2).mean())
+    psnr = "inf" if mse == 0 else f"{10 * math.log10(1 / mse):.1f}"
+    return f"max abs difference {float((got - expected).abs().max()):.1e}, PSNR {psnr} dB"

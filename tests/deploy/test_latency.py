@@ -1,0 +1,23 @@
+"""Deployed latency: which runtimes a model gets, and the interleaved timing."""
+
+from gs_core.deploy.latency import deployed_runtime, median_ms, runners
+from gs_core.slim.quant import calibrate_activations
+from gs_core.slim.student import make_student
+
+
+def test_runners_cover_every_runtime_a_model_can_be_deployed_to(tiny_generator, rgb_batch, tmp_path):
+    teacher = tiny_generator("cartoongan")
+    student = make_student(teacher, 8, gated=False)
+    calibrate_activations(student, teacher.preprocess(rgb_batch(2, 16, 16)))
+    timed = median_ms(runners({"teacher": teacher, "student": student.eval()}, 16, 1, tmp_path), warmup=1,
+                      repeats=2)
+    assert set(timed) == {("teacher", "pytorch"), ("teacher", "onnxruntime"), ("student", "pytorch"),
+                          ("student", "onnxruntime"), ("student", "onnxruntime-int8")}
+    assert all(ms > 0 for ms in timed.values())
+    assert (deployed_runtime(teacher), deployed_runtime(student)) == ("onnxruntime", "onnxruntime-int8")
+
+
+def test_median_ms_rotates_the_first_runner():
+    order = []
+    median_ms({name: (lambda name=name: order.append(name)) for name in "abc"}, warmup=0, repeats=3)
+    assert order == list("abcbcacab")
