@@ -132,7 +132,8 @@ def _add_quality(rows: list[dict], models: list[nn.Module], teacher: nn.Module, 
             _record_missing(rows, "fid", f"FID needs at least 2 photos, got {len(photos)}")
             fid_metric = None
 
-    with tqdm(total=(sum(m is not None for m in models) + 1) * len(photos), desc="stylizing photos", disable=not progress) as bar:
+    runs = sum(model is not None for model in models) + 1  # the identity runs nothing; the teacher runs too
+    with tqdm(total=runs * len(photos), desc="stylizing photos", disable=not progress) as bar:
         reference = _stylize_each(teacher, photos, bar)
         reference_features = fid_metric.features(reference) if fid_metric else None
         target_features = fid_metric.features(target) if fid_metric and target is not None else None
