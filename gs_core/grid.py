@@ -58,6 +58,7 @@ class GridConfig:
         Point("prune", 0.7, 32), Point("prune", 0.85, 32),
         Point("quant", 0.0, 8), Point("quant", 0.0, 4),
         Point("stacked", 0.7, 8), Point("stacked", 0.85, 8),
+        Point("stacked-scratch", 0.7, 8), Point("stacked-scratch", 0.85, 8),
     )
     size: int = 96  # training crop size
     batch_size: int = 4
@@ -84,7 +85,7 @@ PRESETS = {
     # Seconds, for tests: a 2 x 2 GS grid and one of each baseline on a tiny teacher.
     "quick": GridConfig(sparsities=(0.5, 0.9), bits=(32, 8),
                         baselines=(Point("distill", 0.5, 32), Point("prune", 0.5, 32), Point("quant", 0.0, 8),
-                                   Point("stacked", 0.5, 8)),
+                                   Point("stacked", 0.5, 8), Point("stacked-scratch", 0.5, 8)),
                         mixed=(0.5,), mixed_reference_bits=8, size=32, batch_size=2, eval_size=32,
                         train=TrainConfig(steps=6, ndf=4, d_layers=1, checkpoint_every=3, log_every=2),
                         metrics=("params", "macs", "size_bits", "latency_ms", "psnr", "ssim", "style_retained")),
