@@ -211,7 +211,8 @@ def _measure_teacher(teacher_path: Path, cfg: GridConfig, photos: Path, device) 
     held = card.get("identity", {})
     if (held.get("eval_size"), held.get("teacher_digest")) != (cfg.eval_size, digest):
         card["identity"] = {**_measure(None, teacher_path, cfg, photos, device), "teacher_digest": digest}
-    write_card(teacher_path, card)
+    if card != read_card(teacher_path):  # written only when measured: another grid lane may be reading it
+        write_card(teacher_path, card)
 
 
 def import_teacher(source: str | Path, out: str | Path) -> Path:

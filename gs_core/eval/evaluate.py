@@ -135,6 +135,10 @@ def _add_quality(rows: list[dict], models: list[nn.Module], teacher: nn.Module, 
     runs = sum(model is not None for model in models) + 1  # the identity runs nothing; the teacher runs too
     with tqdm(total=runs * len(photos), desc="stylizing photos", disable=not progress) as bar:
         reference = _stylize_each(teacher, photos, bar)
+        style = "style_retained" in metrics
+        if style and torch.equal(reference, photos):
+            _record_missing(rows, "style_retained", "the teacher returns these photos unchanged: no style to retain")
+            style = False
         reference_features = fid_metric.features(reference) if fid_metric else None
         target_features = fid_metric.features(target) if fid_metric and target is not None else None
         for row, model in zip(rows, models):
@@ -144,7 +148,7 @@ def _add_quality(rows: list[dict], models: list[nn.Module], teacher: nn.Module, 
                 row["psnr"] = quality.psnr(outputs, reference)
             if "ssim" in metrics:
                 row["ssim"] = quality.ssim(outputs, reference)
-            if "style_retained" in metrics:
+            if style:
                 row["style_retained"] = quality.style_retained(outputs, reference, photos)
             if lpips_metric is not None:
                 row["lpips"] = float(torch.cat([lpips_metric(o[None], r[None])
