@@ -22,7 +22,7 @@ import torch
 from gs_core.checkpoint import load_model, read_card, save_model, weights_digest, write_card
 from gs_core.data.photoset import load_split
 from gs_core.data.teacher_cache import distillation_pairs, task_targets
-from gs_core.eval.evaluate import evaluate_models
+from gs_core.eval.evaluate import IDENTITY, QUALITY_METRICS, evaluate_models
 from gs_core.slim.bit_allocation import allocate_bits, layer_sensitivity
 from gs_core.slim.methods import SlimConfig, run_method
 from gs_core.slim.packing import save_packed
@@ -30,10 +30,10 @@ from gs_core.slim.quant import conv_layers
 from gs_core.slim.train import TrainConfig
 
 PACKED = "packed.safetensors"  # sub-32-bit weights bit-packed: the file whose size `size_bits` describes
-QUALITY = ("psnr", "ssim", "lpips", "fid")
+QUALITY = ("psnr", "ssim", "lpips", "fid")  # None for the teacher, their reference (its style_retained is 1)
 MANIFEST_FIELDS = ("id", "method", "bits", "sparsity_target", "channels_removed", "macs_removed", "params", "macs",
                    "size_bits", "compression_size", "compression_macs", "latency_ms", "runtime", "latency_ms_torch",
-                   "psnr", "ssim", "lpips", "fid", "eval_size", "path")
+                   "psnr", "ssim", "lpips", "fid", "style_retained", "eval_size", "path")
 TEACHER_FOLDER = "teacher"  # where a grid keeps its teacher, inside the grid's folder
 LEGACY_EVAL_SIZE = 256  # cards written before `eval_size` was recorded were all measured at 256 px
 
@@ -58,6 +58,7 @@ class GridConfig:
         Point("prune", 0.7, 32), Point("prune", 0.85, 32),
         Point("quant", 0.0, 8), Point("quant", 0.0, 4),
         Point("stacked", 0.7, 8), Point("stacked", 0.85, 8),
+        Point("stacked-scratch", 0.7, 8), Point("stacked-scratch", 0.85, 8),
     )
     size: int = 96  # training crop size
     batch_size: int = 4
@@ -71,7 +72,8 @@ class GridConfig:
     mixed_average_bits: float = 4.0
     mixed_reference_bits: int = 4
     eval_size: int = 256
-    metrics: tuple[str, ...] = ("params", "macs", "size_bits", "latency_ms", "psnr", "ssim", "lpips", "fid")
+    metrics: tuple[str, ...] = ("params", "macs", "size_bits", "latency_ms", "psnr", "ssim", "lpips", "fid",
+                                "style_retained")
 
     def points(self) -> list[Point]:
         return ([Point("gs", s, b) for s in self.sparsities for b in self.bits]
@@ -83,10 +85,10 @@ PRESETS = {
     # Seconds, for tests: a 2 x 2 GS grid and one of each baseline on a tiny teacher.
     "quick": GridConfig(sparsities=(0.5, 0.9), bits=(32, 8),
                         baselines=(Point("distill", 0.5, 32), Point("prune", 0.5, 32), Point("quant", 0.0, 8),
-                                   Point("stacked", 0.5, 8)),
+                                   Point("stacked", 0.5, 8), Point("stacked-scratch", 0.5, 8)),
                         mixed=(0.5,), mixed_reference_bits=8, size=32, batch_size=2, eval_size=32,
                         train=TrainConfig(steps=6, ndf=4, d_layers=1, checkpoint_every=3, log_every=2),
-                        metrics=("params", "macs", "size_bits", "latency_ms", "psnr", "ssim")),
+                        metrics=("params", "macs", "size_bits", "latency_ms", "psnr", "ssim", "style_retained")),
 }
 
 
@@ -128,13 +130,15 @@ def _finished(folder: Path, teacher_digest: str) -> bool:
     return "metrics" in card and card.get("teacher_digest") == teacher_digest
 
 
-def _measure(folder: Path, teacher_path: Path, cfg: GridConfig, photos: Path, device) -> dict:
+def _measure(folder: Path | None, teacher_path: Path, cfg: GridConfig, photos: Path, device) -> dict:
     """Metrics against the teacher on the test photos, at cfg.eval_size (recorded as `eval_size`: MACs and
-    latency depend on it); a metric that cannot be computed is None + reason."""
-    row = evaluate_models([folder], photos, teacher_path, metrics=cfg.metrics, size=cfg.eval_size,
-                          progress=False, device=device).iloc[0].to_dict()
+    latency depend on it); a metric that cannot be computed is None + reason. Without a folder: the quality
+    metrics of "output = the photo itself" (the identity reference)."""
+    requested = cfg.metrics if folder else tuple(m for m in cfg.metrics if m in QUALITY_METRICS)
+    row = evaluate_models([folder] if folder else [], photos, teacher_path, metrics=requested, size=cfg.eval_size,
+                          progress=False, device=device, identity=not folder).iloc[0].to_dict()
     metrics, missing = {}, {}
-    for name in cfg.metrics:
+    for name in requested:
         value = row.get(name)
         reason = row.get(f"{name}_missing_reason")
         if reason:
@@ -143,7 +147,7 @@ def _measure(folder: Path, teacher_path: Path, cfg: GridConfig, photos: Path, de
     for extra in ("compression_size", "compression_macs", "speedup", "n_photos"):
         if extra in row:
             metrics[extra] = row[extra]
-    for name in set(QUALITY) - set(cfg.metrics):
+    for name in set(QUALITY_METRICS) - set(cfg.metrics):
         missing[name] = "not requested in this grid preset"
     return {**metrics, "eval_size": cfg.eval_size, "device": str(device), "missing": missing}
 
@@ -167,12 +171,21 @@ def manifest_record(point_id: str, folder: Path, card: dict, teacher_macs: int, 
     return record
 
 
+def identity_record(metrics: dict) -> dict:
+    """The manifest's reference row: output = the photo itself, its quality against the teacher; no costs."""
+    return {**dict.fromkeys(MANIFEST_FIELDS), **{k: metrics.get(k) for k in MANIFEST_FIELDS},
+            "id": IDENTITY, "method": IDENTITY}
+
+
 def write_manifest(root: Path, teacher_path: Path, teacher_digest: str) -> pd.DataFrame:
-    """Rebuild `root/manifest.json` from the teacher's card (the teacher must live under root) and the card of
-    every grid point distilled from it (`teacher_digest`, its weights_digest)."""
+    """Rebuild `root/manifest.json` from the teacher's card (the teacher must live under root; its `identity`
+    entry gives the identity row) and the card of every grid point distilled from it (`teacher_digest`, its
+    weights_digest)."""
     teacher_card = read_card(teacher_path)
     teacher_macs = teacher_card["metrics"]["macs"]
     records = [manifest_record("teacher", teacher_path, teacher_card, teacher_macs, root)]
+    if teacher_card.get("identity", {}).get("teacher_digest") == teacher_digest:
+        records.append(identity_record(teacher_card["identity"]))
     left_out = []
     for folder in sorted((root / "grid").glob("*/")):
         if _finished(folder, teacher_digest):
@@ -187,16 +200,22 @@ def write_manifest(root: Path, teacher_path: Path, teacher_digest: str) -> pd.Da
 
 
 def _measure_teacher(teacher_path: Path, cfg: GridConfig, photos: Path, device) -> None:
-    """The teacher's own costs, at the size its students are measured at (measured again for another size)."""
+    """The teacher's own costs, at the size its students are measured at (measured again for another size), and
+    the identity reference's quality at that size, kept in the teacher's card as `identity` with the digest of
+    the teacher it was measured against."""
     card = read_card(teacher_path)
-    if "metrics" in card and card["metrics"].get("eval_size", LEGACY_EVAL_SIZE) == cfg.eval_size:
-        return
-    metrics = _measure(teacher_path, teacher_path, cfg, photos, device)
-    for name in QUALITY:  # the teacher is the reference the others are compared with
-        metrics[name] = None
-        metrics["missing"][name] = "the teacher is the reference for this metric"
-    card.update(metrics=metrics, method="teacher", bits=32, sparsity_target=0.0)
-    write_card(teacher_path, card)
+    digest = weights_digest(load_model(teacher_path)[0])
+    if "metrics" not in card or card["metrics"].get("eval_size", LEGACY_EVAL_SIZE) != cfg.eval_size:
+        metrics = _measure(teacher_path, teacher_path, cfg, photos, device)
+        for name in QUALITY:  # the teacher is the reference the others are compared with
+            metrics[name] = None
+            metrics["missing"][name] = "the teacher is the reference for this metric"
+        card.update(metrics=metrics, method="teacher", bits=32, sparsity_target=0.0)
+    held = card.get("identity", {})
+    if (held.get("eval_size"), held.get("teacher_digest")) != (cfg.eval_size, digest):
+        card["identity"] = {**_measure(None, teacher_path, cfg, photos, device), "teacher_digest": digest}
+    if card != read_card(teacher_path):  # written only when measured: another grid lane may be reading it
+        write_card(teacher_path, card)
 
 
 def import_teacher(source: str | Path, out: str | Path) -> Path:
@@ -230,12 +249,17 @@ def import_teacher(source: str | Path, out: str | Path) -> Path:
 def remeasure(cfg: GridConfig, teacher_path: str | Path, out: str | Path, metrics: list[str],
               device: torch.device | str = "cpu") -> pd.DataFrame:
     """Measure `metrics` again for every finished point in one run (say latency, on a quiet machine, with the
-    teacher timed in the same interleaved run as all of them), update the cards, rebuild the manifest."""
+    teacher timed in the same interleaved run as all of them), update the cards, rebuild the manifest. With a
+    quality metric, the identity reference is measured again too, on all of the grid's quality metrics."""
     teacher_path, out = Path(teacher_path).resolve(), Path(out).resolve()
     digest = weights_digest(load_model(teacher_path)[0])
     folders = [teacher_path] + [f for f in sorted((out / "grid").glob("*/")) if _finished(f, digest)]
-    table = evaluate_models(folders, Path(load_split("test")[0]).parent, teacher_path, metrics=metrics,
-                            size=cfg.eval_size, device=device)
+    photos = Path(load_split("test")[0]).parent
+    table = evaluate_models(folders, photos, teacher_path, metrics=metrics, size=cfg.eval_size, device=device)
+    if set(metrics) & set(QUALITY_METRICS):
+        card = read_card(teacher_path)
+        card["identity"] = {**_measure(None, teacher_path, cfg, photos, device), "teacher_digest": digest}
+        write_card(teacher_path, card)
     for folder, (_, row) in zip(folders, table.iterrows()):
         card = read_card(folder)
         for name in [*metrics, "speedup", "compression_size", "compression_macs"]:

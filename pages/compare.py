@@ -1,4 +1,4 @@
-"""Compare (home page): a photo, the teacher's and the selected student's stylization, their difference.
+"""Compare (home page): a photo, beside it the teacher's and the selected student's stylization, their difference.
 
 The sparsity slider and the bit-width radio pick a GS student: they set the shared student dropdown and
 draw it in the same round trip. A student chosen on another page (the Pareto plot, the grid) is drawn,
@@ -23,7 +23,9 @@ from pages.store import DIFF_GAIN, ModelGrid, Photo, Stylized, load_photo
 
 THUMBNAIL_SIDE = 160
 METHOD_NAMES = {"teacher": "Teacher", "gs": "GAN Slimming", "distill": "Distillation only",
-                "prune": "Pruning only", "quant": "Quantization only", "stacked": "Prune, then quantize"}
+                "prune": "Pruning only", "quant": "Quantization only",
+                "stacked": "Prune the teacher, then distil, then quantize",
+                "stacked-scratch": "Distil from scratch, then prune, then quantize"}
 
 
 # ----------------------------------------------------------------------------------------- photos
@@ -111,9 +113,16 @@ def card_markdown(grid: ModelGrid, model_id: str, result: Stylized | None = None
     if result is not None and result.psnr is not None:
         lines += [f"| PSNR vs teacher, this photo | {_number(result.psnr, '.2f')} dB | |",
                   f"| SSIM vs teacher, this photo | {_number(result.ssim, '.3f')} | |"]
-    lines += [f"| {name} (test set) | {_number(row.get(metric), fmt)} | |"
-              for name, metric, fmt in (("PSNR", "psnr", ".2f"), ("SSIM", "ssim", ".3f"),
-                                        ("LPIPS", "lpips", ".3f"), ("FID", "fid", ".1f"))]
+    test_set = (("PSNR", "psnr", ".2f"), ("SSIM", "ssim", ".3f"), ("LPIPS", "lpips", ".3f"), ("FID", "fid", ".1f"),
+                ("style retained", "style_retained", ".2f"))
+    lines += [f"| {name} (test set) | {_number(row.get(metric), fmt)} | |" for name, metric, fmt in test_set]
+    identity = grid.identity
+    if identity is not None:
+        scores = ", ".join(f"{name} {_number(identity.get(metric), fmt)}" for name, metric, fmt in test_set
+                           if pd.notna(identity.get(metric)))
+        lines += ["", f"Doing nothing (output = the photo itself) scores {scores} against the teacher on the test "
+                      "set: the floor any student should clear. Style retained is the share of the teacher's change "
+                      "to the photos that a model reproduces (1 for the teacher, 0 for the photo)."]
     return "\n".join(lines)
 
 
@@ -128,15 +137,15 @@ def student_view(grid: ModelGrid, photo: Photo | None, student_id: str):
 
 
 def photo_view(grid: ModelGrid, photo: Photo | None, student_id: str):
-    """(teacher image, *student_view, student shown) for a newly chosen photo; starts the prefetch."""
+    """(the photo, teacher image, *student_view, student shown) for a newly chosen photo; starts the prefetch."""
     if photo is None:
-        return (None, *student_view(grid, None, student_id), student_id)
+        return (None, None, *student_view(grid, None, student_id), student_id)
     teacher = grid.stylize(photo, grid.teacher_id).png
     view = student_view(grid, photo, student_id)
     # The students one slider or radio step away first: they are what the user asks for next.
     others = [m for m in grid.table.index if m not in grid.gs.index]
     grid.prefetch(photo, grid.gs_by_distance(student_id) + others)
-    return (teacher, *view, student_id)
+    return (photo.rgb, teacher, *view, student_id)
 
 
 def move_controls(grid: ModelGrid, photo: Photo | None, sparsity: float, bits: str, current: str):
@@ -184,6 +193,7 @@ def add_compare_page(shared: Shared, tab: gr.Tab, examples: list[Photo]) -> None
                 bits = gr.Radio(bits_choices, value=start["bits_label"] if start is not None else bits_choices[0],
                                 label="Weight bits", elem_id="bits")
             with gr.Row():
+                photo_image = gr.Image(label="Photo", interactive=False, elem_id="photo-image")
                 teacher_image = gr.Image(label="Teacher", interactive=False, elem_id="teacher-image")
                 student_image = gr.Image(label="Student", interactive=False, elem_id="student-image")
                 diff_image = gr.Image(label=f"|teacher − student| × {DIFF_GAIN}", interactive=False,
@@ -195,7 +205,7 @@ def add_compare_page(shared: Shared, tab: gr.Tab, examples: list[Photo]) -> None
                                     elem_id="onnx-file")
 
     student_outputs = [student_image, diff_image, card, shown]
-    photo_outputs = [teacher_image, *student_outputs]
+    photo_outputs = [photo_image, teacher_image, *student_outputs]
 
     def choose(uploaded: list[Photo], evt: gr.SelectData) -> Photo:
         return (examples + uploaded)[evt.index]

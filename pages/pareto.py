@@ -1,4 +1,5 @@
-"""Pareto: cost (x) against quality (y) for every model, one series and one Pareto front per method.
+"""Pareto: cost (x) against quality (y) for every model, one series and one Pareto front per method, and the
+identity reference (output = the photo itself, no cost) as a horizontal line: what doing nothing scores.
 
 Clicking a point selects that model on every page. Gradio's Plot component reports no click events, so
 a few lines of JavaScript listen to plotly's own `plotly_click` and hand the point's model id (its
@@ -17,7 +18,8 @@ from pages.store import COST_METRICS, QUALITY_METRICS, ModelGrid
 
 AXIS_NAMES = {"macs": "MACs per image", "size_bits": "size (bits)", "latency_ms": "latency (ms)",
               "lpips": "LPIPS vs teacher (lower is better)", "fid": "FID vs teacher (lower is better)",
-              "psnr": "PSNR vs teacher, dB (higher is better)", "ssim": "SSIM vs teacher (higher is better)"}
+              "psnr": "PSNR vs teacher, dB (higher is better)", "ssim": "SSIM vs teacher (higher is better)",
+              "style_retained": "style retained (1 = teacher, 0 = the photo; higher is better)"}
 
 
 #: Runs once in the browser on page load; re-hooks whenever Gradio redraws the plot into a new element.
@@ -81,9 +83,17 @@ def pareto_figure(grid: ModelGrid, x: str, y: str, selected: str | None) -> go.F
         if len(front) > 1:
             figure.add_trace(go.Scatter(x=front[x], y=front[y], mode="lines", line=dict(color=color, dash="dot"),
                                         name=f"{method} front", hoverinfo="skip", showlegend=False))
+    low, high = data[y].min(), data[y].max()
     teacher_cost = grid.table.loc[grid.teacher_id, x]
+    identity = grid.identity[y] if grid.identity is not None else None
+    if pd.notna(identity):
+        low, high = min(low, identity), max(high, identity)
+        span = [data[x].min(), max(data[x].max(), teacher_cost if pd.notna(teacher_cost) else 0)]
+        figure.add_trace(go.Scatter(x=span, y=[identity] * 2, mode="lines", name="identity (output = the photo)",
+                                    line=dict(color="black", dash="dash"), hovertemplate=f"identity: {y} "
+                                    f"{identity:.4g}<extra></extra>"))
     if pd.notna(teacher_cost) and teacher_cost > 0:  # the teacher has no quality numbers: show its cost
-        figure.add_trace(go.Scatter(x=[teacher_cost] * 2, y=[data[y].min(), data[y].max()], mode="lines",
+        figure.add_trace(go.Scatter(x=[teacher_cost] * 2, y=[low, high], mode="lines",
                                     name="teacher's cost", line=dict(color="grey", dash="dash"), hoverinfo="name"))
     if selected in data.index:
         figure.add_trace(go.Scatter(
@@ -92,8 +102,9 @@ def pareto_figure(grid: ModelGrid, x: str, y: str, selected: str | None) -> go.F
     sizes = sorted({int(s) for s in grid.table["eval_size"].dropna()})
     measured_at = " and ".join(f"{s}×{s}" for s in sizes)
     x_title = f"{AXIS_NAMES[x]}, at {measured_at}" if x in ("macs", "latency_ms") and sizes else AXIS_NAMES[x]
+    # "~s": SI prefixes (200M, 500M, 1G), which a log axis otherwise shows as bare digits.
     figure.update_layout(title=title, xaxis_title=x_title, yaxis_title=AXIS_NAMES[y], xaxis_type="log",
-                         hovermode="closest")
+                         xaxis_tickformat="~s", hovermode="closest")
     return figure
 
 

@@ -28,6 +28,7 @@ from gs_core.checkpoint import load_model, read_card
 from gs_core.data.images import load_rgb, to_tensor, to_uint8
 from gs_core.deploy.latency import deployed_runtime
 from gs_core.deploy.onnx_export import export_onnx
+from gs_core.eval.evaluate import IDENTITY
 from gs_core.eval.quality import psnr, ssim
 from gs_core.grid import LEGACY_EVAL_SIZE
 from gs_core.slim.quant import conv_layers
@@ -44,7 +45,7 @@ RESULT_CACHE_SIZE = 128
 #: ones are dropped, so a burst of uploads cannot queue minutes of work ahead of the newest photos.
 PREFETCH_BACKLOG = 4
 #: Metrics as named in the manifest, with whether lower is better (decides Pareto fronts).
-QUALITY_METRICS = {"lpips": True, "fid": True, "psnr": False, "ssim": False}
+QUALITY_METRICS = {"lpips": True, "fid": True, "psnr": False, "ssim": False, "style_retained": False}
 COST_METRICS = ("macs", "size_bits", "latency_ms")
 #: |teacher - student| is mostly a few grey levels; this gain makes it visible.
 DIFF_GAIN = 4
@@ -93,8 +94,9 @@ def bits_label(bits) -> str:
 
 
 class ModelGrid:
-    """The checkpoint grid: `table` (the manifest, indexed by id), its GS rows `gs`, `cards`, `models`,
-    and the result cache."""
+    """The checkpoint grid: `table` (the manifest's models, indexed by id), its GS rows `gs`, `cards`, `models`,
+    `identity` (the manifest's reference row, output = the photo itself, which is no model; None in a manifest
+    without one) and the result cache."""
 
     def __init__(self, root: str | Path, device: torch.device | str = "cpu"):
         self.root = Path(root)
@@ -106,9 +108,12 @@ class ModelGrid:
         table = pd.DataFrame(json.loads(manifest.read_text()))
         if table.empty:
             raise ValueError(f"{manifest} lists no models")
-        table["bits_label"] = table["bits"].map(bits_label)
         if "eval_size" not in table:  # a manifest from before sizes were recorded
             table["eval_size"] = LEGACY_EVAL_SIZE
+        is_identity = table["method"] == IDENTITY
+        self.identity = table[is_identity].iloc[0] if is_identity.any() else None
+        table = table[~is_identity].copy()
+        table["bits_label"] = table["bits"].map(bits_label)
         self.table = table.set_index("id", drop=False)
         teachers = self.table.index[self.table["method"] == "teacher"]
         if len(teachers) != 1:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
-COLUMNS = {"id": "{}", "bits": "{}", "macs_removed": "{:.0%}", "params": "{:,}", "compression_size": "{:.1f}x",
+COLUMNS = {"id": "{}", "bits": "{}", "macs_removed": "{:.0%}", "params": "{:,.0f}", "compression_size": "{:.1f}x",
            "compression_macs": "{:.1f}x", "latency_ms": "{:.0f}", "runtime": "{}", "latency_ms_torch": "{:.0f}",
-           "psnr": "{:.2f}", "ssim": "{:.3f}"}
+           "psnr": "{:.2f}", "ssim": "{:.3f}", "style_retained": "{:.2f}"}
 
 
 def markdown(table: pd.DataFrame) -> str:
@@ -28,6 +28,7 @@ if __name__ == "__main__":
     default = Path(__file__).resolve().parent.parent / "checkpoints" / "manifest.json"
     path = Path(sys.argv[1]) if len(sys.argv) > 1 else default
     table = pd.DataFrame(json.loads(path.read_text()))
-    order = {"teacher": 0, "gs": 1, "stacked": 2, "distill": 3, "prune": 4, "quant": 5}
+    order = {"teacher": 0, "identity": 1, "gs": 2, "stacked": 3, "stacked-scratch": 4, "distill": 5, "prune": 6,
+             "quant": 7}
     table = table.assign(_m=table["method"].map(order)).sort_values(["_m", "sparsity_target", "id"])
     print(markdown(table))

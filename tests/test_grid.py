@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from gs_core import grid as grid_module
-from gs_core.checkpoint import CheckpointError, load_model, read_card, save_model
+from gs_core.checkpoint import CheckpointError, load_model, read_card, save_model, write_card
 from gs_core.grid import MANIFEST_FIELDS, grid_preset, run_grid
 from gs_core.models import create_generator
 from gs_core.teacher import preset, train_teacher
@@ -41,7 +41,7 @@ def test_quick_grid_writes_manifest_and_skips_finished_points(quick_teacher, mon
     manifest = run_grid(cfg, root / "teacher", root, root / "runs" / "grid", only=only, progress=False)
     failures = json.loads((root / "grid" / "failures.json").read_text())
     assert list(failures) == ["distill-s0.5-b32"] and "simulated failure" in failures["distill-s0.5-b32"]
-    assert set(manifest["id"]) == {"teacher", "gs-s0.9-b8", "gs-s0.5-b8", "gs-s0.5-bmixed"}
+    assert set(manifest["id"]) == {"teacher", "identity", "gs-s0.9-b8", "gs-s0.5-b8", "gs-s0.5-bmixed"}
 
     table = pd.DataFrame(json.loads((root / "manifest.json").read_text()))
     assert set(MANIFEST_FIELDS) <= set(table.columns)
@@ -50,6 +50,13 @@ def test_quick_grid_writes_manifest_and_skips_finished_points(quick_teacher, mon
     assert 0 < gs["macs_removed"] < 1 and 0 < gs["channels_removed"] < 1
     assert gs["compression_size"] > 4  # 8-bit alone gives 4x; pruning adds to it
     assert gs["psnr"] > 0 and 0 < gs["ssim"] <= 1
+    # The identity reference (output = the photo): quality against the teacher, no costs, no folder.
+    identity = table.set_index("id").loc["identity"]
+    assert identity["method"] == "identity" and pd.isna(identity["path"])
+    assert pd.isna(identity["macs"]) and pd.isna(identity["params"]) and pd.isna(identity["compression_size"])
+    assert 0 < identity["psnr"] < float("inf") and identity["eval_size"] == cfg.eval_size
+    assert identity["style_retained"] == 0.0 and table.set_index("id").loc["teacher", "style_retained"] == 1.0
+    assert -1 < gs["style_retained"] < 1
     mixed_card = read_card(root / "grid" / "gs-s0.5-bmixed")
     assert mixed_card["bits"] == "mixed"
     assert len(set(mixed_card["bit_allocation"].values())) > 1
@@ -68,7 +75,7 @@ def test_quick_grid_writes_manifest_and_skips_finished_points(quick_teacher, mon
     monkeypatch.setattr(grid_module, "run_method", lambda *a, **k: trained.append(a[3].method) or real_run(*a, **k))
     manifest = run_grid(cfg, root / "teacher", root, root / "runs" / "grid", only=only, progress=False)
     assert trained == ["distill"]
-    assert set(manifest["id"]) == {"teacher", *only}
+    assert set(manifest["id"]) == {"teacher", "identity", *only}
     assert json.loads((root / "grid" / "failures.json").read_text()) == {}
 
 
@@ -113,6 +120,25 @@ def test_remeasure_updates_cards_and_manifest(quick_teacher):
     assert after > 0 and after != before  # a fresh timing, not the stored one
     assert manifest.set_index("id").loc["gs-s0.5-b8", "latency_ms"] == after
 
+    # A metric added after the grid was trained: measured for every point and the identity, nothing else moves.
+    before = manifest.set_index("id")
+    for folder in (root / "teacher", root / "grid" / "gs-s0.5-b8"):
+        card = read_card(folder)
+        card["metrics"].pop("style_retained")
+        card.pop("identity", None)
+        write_card(folder, card)
+    assert "identity" not in set(grid_module.write_manifest(root, root / "teacher", _digest(root))["id"])
+    after = remeasure(cfg, root / "teacher", root, ["style_retained"]).set_index("id")
+    assert after.loc["gs-s0.5-b8", "style_retained"] == pytest.approx(before.loc["gs-s0.5-b8", "style_retained"])
+    assert after.loc["identity", "style_retained"] == 0.0 and after.loc["teacher", "style_retained"] == 1.0
+    assert after.loc["identity", "psnr"] == before.loc["identity", "psnr"]
+    assert after.loc["gs-s0.5-b8", "psnr"] == before.loc["gs-s0.5-b8", "psnr"]
+    assert after.loc["gs-s0.5-b8", "latency_ms"] == before.loc["gs-s0.5-b8", "latency_ms"]
+
+
+def _digest(root):
+    return grid_module.weights_digest(load_model(root / "teacher")[0])
+
 
 def test_a_retrained_teacher_makes_every_point_stale(quick_teacher, tmp_path, monkeypatch):
     root = tmp_path / "grid"
@@ -125,7 +151,7 @@ def test_a_retrained_teacher_makes_every_point_stale(quick_teacher, tmp_path, mo
         next(teacher.parameters()).add_(0.01)  # "retrained": same architecture, other weights
     save_model(teacher, root / "teacher", card)
     manifest = grid_module.write_manifest(root, root / "teacher", grid_module.weights_digest(teacher))
-    assert set(manifest["id"]) == {"teacher"}  # old students left out
+    assert set(manifest["id"]) == {"teacher"}  # old students and the identity measured against the old teacher left out
 
     trained = []
     real_run = grid_module.run_method
@@ -134,5 +160,5 @@ def test_a_retrained_teacher_makes_every_point_stale(quick_teacher, tmp_path, mo
     # Trained again in the new teacher's own run tree: the old teacher's training state is never resumed.
     assert len(trained) == 1 and trained[0].parent.name == grid_module.weights_digest(teacher)
     assert len(list((root / "runs" / "grid").glob("*/gs-s0.5-b8"))) == 2
-    assert set(manifest["id"]) == {"teacher", "gs-s0.5-b8"}
+    assert set(manifest["id"]) == {"teacher", "identity", "gs-s0.5-b8"}
     assert read_card(root / "grid" / "gs-s0.5-b8")["teacher_digest"] == grid_module.weights_digest(teacher)

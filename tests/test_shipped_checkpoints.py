@@ -18,7 +18,7 @@ from gs_core.teacher import evaluate_against_target
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 MANIFEST = json.loads((CHECKPOINTS / "manifest.json").read_text())
-STUDENTS = [record for record in MANIFEST if record["id"] != "teacher"]
+STUDENTS = [record for record in MANIFEST if record["method"] not in ("teacher", "identity")]
 
 # Recorded quality figures were measured on the machine that trained the checkpoints. Another CPU runs other float
 # kernels (other SIMD paths in convolutions, OpenCV's filters, reductions), and fake quantization turns a last-bit
@@ -27,6 +27,8 @@ STUDENTS = [record for record in MANIFEST if record["id"] != "teacher"]
 # gs-s0.7-b8 is 0.53 dB and 0.0026 SSIM away from it. Counts (params, MACs, digests) stay exact.
 PSNR_MARGIN_DB = 0.05
 SSIM_MARGIN = 1e-3
+# 0.0012 dB is 0.03% of an MSE, about 1e-4 of style retained; gs-s0.7-b8's nearest neighbour is 0.02 away.
+STYLE_MARGIN = 5e-3
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,7 @@ def teacher():
 def test_manifest_covers_every_shipped_student():
     folders = {f.name for f in (CHECKPOINTS / "grid").iterdir() if f.is_dir()}
     assert {record["id"] for record in STUDENTS} == folders
-    assert MANIFEST[0]["id"] == "teacher"
+    assert MANIFEST[0]["id"] == "teacher" and MANIFEST[1]["id"] == "identity"
 
 
 @pytest.mark.parametrize("record", STUDENTS, ids=[r["id"] for r in STUDENTS])
@@ -56,14 +58,20 @@ def test_teacher_card_numbers_reproduce(teacher):
     for key in ("teacher_ssim", "identity_ssim"):
         assert measured[key] == pytest.approx(recorded[key], abs=SSIM_MARGIN), key
     assert sum(p.numel() for p in model.parameters()) == card["params"]
+    assert card["identity"]["teacher_digest"] == weights_digest(model)  # the identity row was measured against it
 
 
 def test_a_students_recorded_quality_reproduces():
     record = next(r for r in STUDENTS if r["id"] == "gs-s0.7-b8")
-    row = evaluate_models([CHECKPOINTS / record["path"]], Path(load_split("test")[0]).parent,
-                          CHECKPOINTS / "teacher", metrics=("psnr", "ssim", "macs"),
-                          size=grid_preset("default").eval_size, progress=False).iloc[0]
-    assert row["psnr"] == pytest.approx(record["psnr"], abs=PSNR_MARGIN_DB)
-    assert row["ssim"] == pytest.approx(record["ssim"], abs=SSIM_MARGIN)
-    assert row["macs"] == record["macs"]
+    identity = MANIFEST[1]
+    student, identity_row = evaluate_models(
+        [CHECKPOINTS / record["path"]], Path(load_split("test")[0]).parent, CHECKPOINTS / "teacher",
+        metrics=("psnr", "ssim", "style_retained", "macs"), size=grid_preset("default").eval_size, progress=False,
+        identity=True).to_dict("records")
+    for row, recorded in ((student, record), (identity_row, identity)):
+        assert row["psnr"] == pytest.approx(recorded["psnr"], abs=PSNR_MARGIN_DB)
+        assert row["ssim"] == pytest.approx(recorded["ssim"], abs=SSIM_MARGIN)
+        assert row["style_retained"] == pytest.approx(recorded["style_retained"], abs=STYLE_MARGIN)
+    assert student["macs"] == record["macs"]
+    assert identity["style_retained"] == 0.0 and identity["macs"] is None
     assert read_card(CHECKPOINTS / record["path"])["metrics"]["psnr"] == record["psnr"]

@@ -19,8 +19,10 @@ from tqdm import tqdm
 from gs_core.eval import cost, quality
 from gs_core.eval.backbones import MissingWeightsError
 
-METRICS = ("params", "macs", "size_bits", "latency_ms", "psnr", "ssim", "lpips", "fid")
-QUALITY_METRICS = ("psnr", "ssim", "lpips", "fid")
+METRICS = ("params", "macs", "size_bits", "latency_ms", "psnr", "ssim", "lpips", "fid", "style_retained")
+QUALITY_METRICS = ("psnr", "ssim", "lpips", "fid", "style_retained")
+IDENTITY = "identity"  # the row of "output = the photo itself": the reference every model should beat
+NO_MODEL = "output = the photo: no model, no cost"
 
 Loader = Callable[[str], tuple[nn.Module, dict]]
 
@@ -35,8 +37,10 @@ def _checkpoint_loader() -> Loader:
 def evaluate_models(model_paths: Iterable[str | Path], photos_dir: str | Path | None, teacher_path: str | Path,
                     metrics: Iterable[str] = METRICS, size: int = 256, target_dir: str | Path | None = None,
                     progress: bool = True, loader: Loader | None = None,
-                    lpips_net: str = "alex", device: torch.device | str = "cpu") -> pd.DataFrame:
-    """Measure every model in `model_paths`; returns one row per model.
+                    lpips_net: str = "alex", device: torch.device | str = "cpu",
+                    identity: bool = False) -> pd.DataFrame:
+    """Measure every model in `model_paths`; returns one row per model, and with `identity` a last row named
+    "identity" for "output = the photo itself" (quality only; its costs are NaN with reason NO_MODEL).
 
     Columns: `name` (from the checkpoint card), `path`, each requested metric, and for each requested
     metric a `<metric>_missing_reason` column that is None when the value was computed and otherwise
@@ -45,8 +49,9 @@ def evaluate_models(model_paths: Iterable[str | Path], photos_dir: str | Path | 
     `speedup` (teacher latency / model latency, timed interleaved) with latency_ms, `n_photos` with
     any quality metric (FID on few images is biased and noisy: read it with N), and `fid_target`
     (FID against the real images in `target_dir`; explained by fid_missing_reason when absent) when
-    `target_dir` is given with fid. Latency is the median of an interleaved CPU run at 2 threads
-    (cost.measure_latency) on `device`, where the models also stylize the photos.
+    `target_dir` is given with fid. `style_retained` is quality.style_retained of the model's outputs against
+    the teacher's on these photos (1 for the teacher, 0 for identity). Latency is the median of an interleaved
+    CPU run at 2 threads (cost.measure_latency) on `device`, where the models also stylize the photos.
 
     Photos are loaded as RGB, shorter side resized to `size`, center-cropped to size x size
     (quality.load_image); MACs and latency are measured at size x size too. `photos_dir` may be None
@@ -71,6 +76,11 @@ def evaluate_models(model_paths: Iterable[str | Path], photos_dir: str | Path | 
         rows.append({"name": card["name"], "path": str(path)} | {f"{m}_missing_reason": None for m in metrics})
 
     _add_costs(rows, models, teacher, metrics, size, device)
+    if identity:  # a None model: its outputs are the photos
+        models.append(None)
+        rows.append({"name": IDENTITY, "path": None} | {f"{m}_missing_reason": None for m in metrics})
+        for metric in set(metrics) - set(QUALITY_METRICS):
+            rows[-1][metric], rows[-1][f"{metric}_missing_reason"] = math.nan, NO_MODEL
     if quality_metrics:
         photos = quality.load_image_folder(photos_dir, size)
         target = quality.load_image_folder(target_dir, size) if target_dir is not None and "fid" in metrics else None
@@ -122,17 +132,24 @@ def _add_quality(rows: list[dict], models: list[nn.Module], teacher: nn.Module, 
             _record_missing(rows, "fid", f"FID needs at least 2 photos, got {len(photos)}")
             fid_metric = None
 
-    with tqdm(total=(len(models) + 1) * len(photos), desc="stylizing photos", disable=not progress) as bar:
+    runs = sum(model is not None for model in models) + 1  # the identity runs nothing; the teacher runs too
+    with tqdm(total=runs * len(photos), desc="stylizing photos", disable=not progress) as bar:
         reference = _stylize_each(teacher, photos, bar)
+        style = "style_retained" in metrics
+        if style and torch.equal(reference, photos):
+            _record_missing(rows, "style_retained", "the teacher returns these photos unchanged: no style to retain")
+            style = False
         reference_features = fid_metric.features(reference) if fid_metric else None
         target_features = fid_metric.features(target) if fid_metric and target is not None else None
         for row, model in zip(rows, models):
-            outputs = _stylize_each(model, photos, bar)
+            outputs = photos if model is None else _stylize_each(model, photos, bar)
             row["n_photos"] = len(photos)
             if "psnr" in metrics:
                 row["psnr"] = quality.psnr(outputs, reference)
             if "ssim" in metrics:
                 row["ssim"] = quality.ssim(outputs, reference)
+            if style:
+                row["style_retained"] = quality.style_retained(outputs, reference, photos)
             if lpips_metric is not None:
                 row["lpips"] = float(torch.cat([lpips_metric(o[None], r[None])
                                                 for o, r in zip(outputs, reference)]).mean())

@@ -1,4 +1,4 @@
-"""Image quality metrics: PSNR, SSIM, LPIPS and FID on RGB images in [0, 1].
+"""Image quality metrics: PSNR, SSIM, LPIPS, FID and style retained on RGB images in [0, 1].
 
 PSNR and SSIM delegate to scikit-image; LPIPS uses the `lpips` package and FID pytorch_fid's
 InceptionV3, both with their ImageNet trunks read from the torch cache (see backbones.py) instead of
@@ -85,6 +85,24 @@ def ssim(a, b) -> float:
         for x, y in zip(a, b)
     ]
     return float(np.mean(scores))
+
+
+def style_retained(outputs, reference, photos) -> float:
+    """The fraction of the reference's change to the photos that `outputs` reproduce:
+
+        1 - sum (outputs - reference)^2 / sum (photos - reference)^2
+
+    both sums pooled over every pixel, channel and photo of the batch (RGB in [0, 1]), so a photo the reference
+    barely changes weighs little. 1 for the reference itself, 0 for "output = the photo"; below 0 for outputs
+    further from the reference than the photos are.
+    """
+    outputs, reference, photos = _as_hwc_batch(outputs), _as_hwc_batch(reference), _as_hwc_batch(photos)
+    if not outputs.shape == reference.shape == photos.shape:
+        raise ValueError(f"images differ in shape: {outputs.shape}, {reference.shape}, {photos.shape}")
+    change = np.sum((photos - reference) ** 2)
+    if change == 0:
+        raise ValueError("the reference returns these photos unchanged: there is no style to retain")
+    return float(1 - np.sum((outputs - reference) ** 2) / change)
 
 
 # ------------------------------------------------------------------------------------------ LPIPS

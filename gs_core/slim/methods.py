@@ -1,15 +1,20 @@
 """GS and the paper's baselines, each a few calls to the same training loop with terms switched on or off.
 
-| method   | student                          | target          | gammas + L1 | quantization | stages |
-|----------|----------------------------------|-----------------|-------------|--------------|--------|
-| gs       | teacher copy with gates          | teacher output  | yes         | yes          | 1      |
-| distill  | uniformly thinner, random init   | teacher output  | no          | no           | 1      |
-| prune    | teacher copy with gates          | cartoon target  | yes         | no           | 1      |
-| quant    | teacher copy                     | teacher output  | no          | yes          | 1      |
-| stacked  | distill, then prune, then quant  | teacher output  | stage 2     | stage 3      | 3      |
+| method          | initialisation                          | stages                            | target         |
+|-----------------|-----------------------------------------|-----------------------------------|----------------|
+| gs              | the teacher's weights, gated            | prune + distil + quantize at once | teacher output |
+| distill         | uniformly thinner, random init          | distil                            | teacher output |
+| prune           | the teacher's weights, gated            | prune                             | cartoon target |
+| quant           | the teacher's weights                   | quantize (QAT)                    | teacher output |
+| stacked         | the teacher's weights, gated            | prune, distil-finetune, QAT       | teacher output |
+| stacked-scratch | thinner (half the MAC cut), random init | distil, prune, QAT                | teacher output |
 
-Every method gets the same data and the same number of steps (stacked splits them in three). `sparsity` is the
-fraction of the teacher's MACs to remove (budget mode); `rho` instead gives the paper's fixed-rho mode.
+Every method gets the same data and the same number of steps (the stacked ones split them in three). `stacked` is
+GS's three techniques one after another from GS's starting point: the gated teacher pruned to the budget in full
+precision, the extracted network distilled without gates, then quantization-aware finetuning. `stacked-scratch`
+(the grid's first stacked baseline) starts from random weights, so part of its gap to GS is "scratch against
+pretrained". `sparsity` is the fraction of the teacher's MACs to remove (budget mode); `rho` instead gives the
+paper's fixed-rho mode.
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ from gs_core.slim.quant import FULL_PRECISION, calibrate_activations, layer_bits
 from gs_core.slim.student import make_student
 from gs_core.slim.train import TrainConfig, fit
 
-METHODS = ("gs", "distill", "prune", "quant", "stacked")
+METHODS = ("gs", "distill", "prune", "quant", "stacked", "stacked-scratch")
 COST_SIZE = (256, 256)  # budgets are priced at this resolution (MAC ratios do not depend on it)
 
 
@@ -123,7 +128,20 @@ def run_method(teacher: Generator, inputs: torch.Tensor, outputs: torch.Tensor, 
         slim, history = _train(thinner(teacher, keep), inputs, outputs, cfg, run_dir, bits=FULL_PRECISION,
                                gated=False, budget=None, teacher=teacher, steps=steps, desc="distill",
                                progress=progress, device=device)
-    else:  # stacked: half the MAC reduction by a thinner student, the rest by pruning it, then quantize
+    elif cfg.method == "stacked":  # prune the teacher, distil-finetune the extracted network, then quantize
+        third = max(1, steps // 3)
+        pruned, h1 = _train(teacher, inputs, outputs, cfg, run_dir / "1-prune", bits=FULL_PRECISION, gated=True,
+                            budget=keep, teacher=teacher, steps=third, desc="stacked 1/3 prune", progress=progress,
+                            device=device)
+        gammas = _gammas(pruned)
+        tuned, h2 = _train(extract(pruned), inputs, outputs, cfg, run_dir / "2-distill", bits=FULL_PRECISION,
+                           gated=False, budget=None, teacher=teacher, steps=third, desc="stacked 2/3 distill",
+                           progress=progress, device=device)
+        slim, h3 = _train(tuned, inputs, outputs, cfg, run_dir / "3-quant", bits=_bits_for(cfg.bits), gated=False,
+                          budget=None, teacher=teacher, steps=steps - 2 * third, desc="stacked 3/3 quant",
+                          progress=progress, device=device)
+        history = _staged(("prune", h1, 0), ("distill", h2, third), ("quant", h3, 2 * third))
+    else:  # stacked-scratch: half the MAC reduction by a thinner student, the rest by pruning it, then quantize
         third = max(1, steps // 3)
         thin, h1 = _train(thinner(teacher, math.sqrt(keep)), inputs, outputs, cfg, run_dir / "1-distill",
                           bits=FULL_PRECISION, gated=False, budget=None, teacher=teacher, steps=third,
@@ -135,9 +153,7 @@ def run_method(teacher: Generator, inputs: torch.Tensor, outputs: torch.Tensor, 
         slim, h3 = _train(extract(pruned), inputs, outputs, cfg, run_dir / "3-quant", bits=_bits_for(cfg.bits),
                           gated=False, budget=None, teacher=teacher, steps=steps - 2 * third,
                           desc="stacked 3/3 quant", progress=progress, device=device)
-        history = [{**r, "stage": s, "step": r["step"] + offset}
-                   for s, h, offset in (("distill", h1, 0), ("prune", h2, third), ("quant", h3, 2 * third))
-                   for r in h]
+        history = _staged(("distill", h1, 0), ("prune", h2, third), ("quant", h3, 2 * third))
     card = {
         "method": cfg.method,
         "bits": cfg.bits if isinstance(cfg.bits, int) else "mixed",
@@ -150,8 +166,13 @@ def run_method(teacher: Generator, inputs: torch.Tensor, outputs: torch.Tensor, 
     return slim.eval(), card
 
 
+def _staged(*stages: tuple[str, list[dict], int]) -> list[dict]:
+    """One history from the stages' (name, history, first step), each record tagged with its stage."""
+    return [{**r, "stage": name, "step": r["step"] + offset} for name, history, offset in stages for r in history]
+
+
 def _bits_for(bits: int | dict) -> int:
-    """Stage 3 of `stacked` quantizes a different (thinner) network: a uniform width is all that carries over."""
+    """Stage 3 of a stacked method quantizes a different (narrower) network: only a uniform width carries over."""
     if isinstance(bits, dict):
         raise ValueError("stacked takes one bit width for all layers")
     return bits

@@ -24,6 +24,7 @@ QUALITY = ("psnr", "ssim", "lpips", "fid")
 FID_MISSING = "FID needs the InceptionV3 weights, which are not in the torch cache"
 #: As gs_core.grid writes it: the teacher has no quality numbers, being what they are measured against.
 TEACHER_MISSING = "the teacher is the reference for this metric"
+IDENTITY_PSNR = 21.5  # "output = the photo" against the teacher: below every fake student's PSNR
 
 
 def _random(model):
@@ -74,9 +75,10 @@ def _card(teacher, model, model_id: str, method: str, bits, sparsity: float, wid
 
 def build_fake_grid(root: str | Path, ngf: int = 4, n_blocks: int = 1, sparsities=(0.25, 0.5),
                     bits=(32, 8), extra=(("gs", 0.5, "mixed"), ("distill", 0.5, 32), ("prune", 0.5, 32)),
-                    teacher=None) -> Path:
+                    teacher=None, identity: bool = True) -> Path:
     """Write a teacher (a CartoonGAN of `ngf` and `n_blocks` unless `teacher` is given), GS students at
-    sparsities x bits, and `extra` (method, sparsity, bits) models."""
+    sparsities x bits, `extra` (method, sparsity, bits) models and, with `identity`, the manifest's identity
+    reference row (output = the photo: quality only, no folder)."""
     root = Path(root)
     torch.manual_seed(0)
     teacher = _random(teacher or create_generator("cartoongan", ngf=ngf, n_blocks=n_blocks, skip_input=True))
@@ -98,15 +100,20 @@ def build_fake_grid(root: str | Path, ngf: int = 4, n_blocks: int = 1, sparsitie
             "latency_ms": 2.0 + 10 * macs / teacher_macs,
             "psnr": 40 - 20 * sparsity - index * 0.1, "ssim": 1 - 0.3 * sparsity - index * 0.01,
             "lpips": 0.05 + 0.3 * sparsity + index * 0.01, "fid": None,
+            "style_retained": 0.9 - 0.6 * sparsity - index * 0.01,
         }
         if method == "teacher":
-            metrics.update(dict.fromkeys(QUALITY))
+            metrics.update(dict.fromkeys(QUALITY), style_retained=1.0)
         card["metrics"].update(metrics)
         save_model(model, root / path, card)
         channels_removed = 1 - sum(widths.values()) / sum(teacher.widths.values())
         records.append({"id": model_id, "method": method, "bits": b, "sparsity_target": sparsity,
                         "channels_removed": channels_removed, "macs_removed": 1 - macs / teacher_macs,
                         **metrics, "path": path})
+    if identity:
+        records.insert(1, {"id": "identity", "method": "identity", "psnr": IDENTITY_PSNR, "ssim": 0.8, "lpips": 0.4,
+                           "fid": None, "style_retained": 0.0, "params": None, "macs": None, "size_bits": None,
+                           "latency_ms": None, "path": None})
     (root / "manifest.json").write_text(json.dumps(records, indent=1))
     return root
 

@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from fake_grid import build_fake_grid
+from fake_grid import IDENTITY_PSNR, build_fake_grid
 from PIL import Image
 
 from gs_core.deploy.runtime import OnnxGenerator
 from tiny_models import build_tiny
-from pages.compare import card_markdown, read_uploads, slider_step, student_view
+from pages.compare import card_markdown, photo_view, read_uploads, slider_step, student_view
 from pages.grid import baseline_ids, grid_cells, grid_view
 from pages.layers import layer_figures
 from pages.pareto import available_quality, missing_note, pareto_figure, pareto_front
@@ -54,6 +54,32 @@ def test_card_and_student_view(grid, photo):
         assert student.size == difference.size == (photo.rgb.shape[1], photo.rgb.shape[0])
     assert "gs-s0.25-b8" in card and "this photo" in card and "FID (test set) | n/a" in card
     assert "this photo" not in card_markdown(grid, "gs-s0.25-b8")  # no photo, no per-photo numbers
+    style = grid.table.loc["gs-s0.25-b8", "style_retained"]
+    assert f"style retained (test set) | {style:.2f} |" in card
+    assert f"Doing nothing (output = the photo itself) scores PSNR {IDENTITY_PSNR:.2f}" in card
+
+
+def test_photo_view_shows_the_photo_beside_teacher_and_student(grid, photo):
+    shown_photo, teacher, student, diff, card, shown = photo_view(grid, photo, "gs-s0.5-b8")
+    grid.wait_for_prefetch()
+    assert shown_photo is photo.rgb and shown == "gs-s0.5-b8"
+    assert teacher == grid.stylize(photo, grid.teacher_id).png and student == grid.stylize(photo, shown).png
+    assert photo_view(grid, None, "gs-s0.5-b8")[:2] == (None, None)
+
+
+def test_the_identity_row_is_a_reference_not_a_model(grid, tmp_path):
+    assert "identity" not in grid.table.index and "identity" not in grid.models
+    assert grid.identity["psnr"] == IDENTITY_PSNR and grid.identity["style_retained"] == 0.0
+    figure = pareto_figure(grid, "macs", "style_retained", None)
+    [line] = [trace for trace in figure.data if trace.name == "identity (output = the photo)"]
+    assert set(line.y) == {0.0} and min(line.x) == grid.table["macs"].min()
+    assert "teacher" in {trace.name for trace in figure.data}  # its style retained is 1 by definition
+    assert figure.layout.xaxis.tickformat == "~s"  # log axis ticks as 200M, 500M, 1G
+    # A manifest from before the identity row: no reference line, no reference sentence on the card.
+    older = ModelGrid(build_fake_grid(tmp_path, identity=False))
+    assert older.identity is None
+    assert "identity (output = the photo)" not in {t.name for t in pareto_figure(older, "macs", "psnr", None).data}
+    assert "Doing nothing" not in card_markdown(older, "gs-s0.5-b8")
 
 
 def test_read_uploads_keeps_good_files_and_explains_bad_ones(tmp_path):

@@ -10,7 +10,7 @@ from PIL import Image
 from torch import nn
 
 from gs_core.eval import cost, quality
-from gs_core.eval.evaluate import METRICS, evaluate_models, write_table
+from gs_core.eval.evaluate import METRICS, NO_MODEL, evaluate_models, write_table
 from gs_core.eval.quality import LPIPSMetric
 
 SIZE = 32
@@ -77,6 +77,9 @@ def test_missing_backbones_leave_nan_and_a_reason_never_a_substitute(setup, empt
     for metric in ("params", "macs", "size_bits", "latency_ms", "psnr", "ssim"):
         assert df[f"{metric}_missing_reason"].isna().all()
         assert df[metric].notna().all()
+    # This teacher returns the photo: there is no style to retain, and the table says so rather than failing.
+    assert df["style_retained"].isna().all()
+    assert df["style_retained_missing_reason"].str.contains("returns these photos unchanged").all()
 
 
 def test_quality_is_measured_against_the_teacher_outputs(setup, monkeypatch, tmp_path):
@@ -135,5 +138,24 @@ def test_write_table_csv_and_json(tmp_path):
         write_table(df, tmp_path / "t.xlsx")
 
 
+def test_identity_row_and_style_retained(setup):
+    """A teacher that halves the photo: a model that scales it by 0.75 reproduces 1 - 0.25^2 / 0.5^2 = 3/4 of
+    the teacher's change; "output = the photo" none of it, and has no costs."""
+    photos_dir, _, _ = setup
+    models = {"teacher.pt": (Tiny(16, 0.5), {"name": "teacher"}), "copy.pt": (Tiny(16, 0.5), {"name": "copy"}),
+              "most.pt": (Tiny(4, 0.75), {"name": "most"})}
+    df = evaluate_models(["copy.pt", "most.pt"], photos_dir, "teacher.pt", metrics=("macs", "psnr", "style_retained"),
+                         size=SIZE, loader=models.get, progress=False, identity=True)
+    assert list(df["name"]) == ["copy", "most", "identity"]
+    df = df.set_index("name")
+    assert df.loc["copy", "style_retained"] == 1.0
+    assert df.loc["most", "style_retained"] == pytest.approx(0.75, abs=1e-6)  # float32 outputs
+    assert df.loc["identity", "style_retained"] == 0.0
+    photos = quality.load_image_folder(photos_dir, SIZE)
+    assert df.loc["identity", "psnr"] == pytest.approx(quality.psnr(photos, photos * 0.5))
+    assert math.isnan(df.loc["identity", "macs"]) and df.loc["identity", "macs_missing_reason"] == NO_MODEL
+    assert df.loc["identity", "psnr_missing_reason"] is None and df.loc["most", "macs"] > 0
+
+
 def test_metric_names_are_the_documented_ones():
-    assert METRICS == ("params", "macs", "size_bits", "latency_ms", "psnr", "ssim", "lpips", "fid")
+    assert METRICS == ("params", "macs", "size_bits", "latency_ms", "psnr", "ssim", "lpips", "fid", "style_retained")

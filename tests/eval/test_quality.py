@@ -13,7 +13,8 @@ from pytorch_fid.inception import InceptionV3
 
 from gs_core.eval.backbones import BACKBONES, weights_path
 from gs_core.eval.quality import (FIDMetric, LPIPSMetric, _fid_inception_v3, fid_against_folder, fid_from_features,
-                                  frechet_distance, load_image, load_image_folder, psnr, ssim)
+                                  frechet_distance, load_image, load_image_folder, psnr, ssim,
+                                  style_retained)
 
 
 @pytest.fixture
@@ -54,6 +55,23 @@ def test_ssim_falls_with_noise(images):
 def test_shape_mismatch_is_an_error(images):
     with pytest.raises(ValueError, match="differ in shape"):
         psnr(images, images[:, :, :16])
+
+
+def test_style_retained_is_pooled_over_the_photos(images):
+    photos = images * 0.5
+    teacher = photos + 0.2  # the teacher's change: 0.2 on every value
+    assert style_retained(teacher, teacher, photos) == 1.0
+    assert style_retained(photos, teacher, photos) == 0.0
+    assert style_retained(photos + 0.1, teacher, photos) == pytest.approx(1 - 0.1 ** 2 / 0.2 ** 2)
+    assert style_retained(photos - 0.2, teacher, photos) == pytest.approx(-3.0)  # further away than the photo
+    # Pooled, not a mean of per-photo ratios: photo 0 changed 3x as much as photo 1 weighs 9x as much.
+    teacher = torch.cat([photos[:1] + 0.3, photos[1:2] + 0.1])
+    half_of_first = torch.cat([photos[:1] + 0.15, photos[1:2]])
+    assert style_retained(half_of_first, teacher, photos[:2]) == pytest.approx(1 - (0.15 ** 2 + 0.1 ** 2) / 0.1)
+    with pytest.raises(ValueError, match="no style to retain"):
+        style_retained(photos, photos, photos)
+    with pytest.raises(ValueError, match="differ in shape"):
+        style_retained(photos, teacher, photos[:2])
 
 
 # ----------------------------------------------------------------------------------------- loading

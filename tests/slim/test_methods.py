@@ -7,7 +7,7 @@ import torch
 from gs_core.eval.cost import count_macs
 from gs_core.slim.gates import ChannelGate
 from gs_core.slim.methods import METHODS, SlimConfig, run_method
-from gs_core.slim.quant import layer_bits
+from gs_core.slim.quant import conv_layers, layer_bits
 from gs_core.slim.train import TrainConfig
 
 
@@ -49,7 +49,7 @@ def test_method_runs_and_returns_a_usable_model(method, teacher_data, tmp_path):
 
     bits = set(layer_bits(slim).values())
     macs = count_macs(slim, (32, 32)) / count_macs(teacher, (32, 32))
-    if method in ("gs", "quant", "stacked"):
+    if method in ("gs", "quant", "stacked", "stacked-scratch"):
         assert bits == {8}
     else:
         assert bits == {32}
@@ -60,6 +60,31 @@ def test_method_runs_and_returns_a_usable_model(method, teacher_data, tmp_path):
     if method in ("gs", "prune"):
         assert card["gammas"]
         assert card["plan"]["channels_kept"] < card["plan"]["channels_total"]
+
+
+@pytest.mark.parametrize("method, stages", [("stacked", ["prune", "distill", "quant"]),
+                                           ("stacked-scratch", ["distill", "prune", "quant"])])
+def test_stacked_starts_from_the_teacher_and_scratch_does_not(method, stages, teacher_data, tmp_path):
+    """With the weights' learning rate at zero, the filters `stacked` keeps are the teacher's own; `stacked-scratch`'s
+    thinner network starts from random ones. The steps go to the three stages in order."""
+    teacher, inputs, outputs, _ = teacher_data
+    cfg = SlimConfig(method=method, bits=32, sparsity=0.5, batch_size=2,
+                     train=TrainConfig(steps=7, lr=0.0, lr_gamma=0.05, ndf=4, d_layers=1, log_every=1,
+                                       checkpoint_every=3, precision="fp32"))
+    slim, card = run_method(teacher, inputs, outputs, cfg, tmp_path, progress=False)
+
+    teacher_convs = conv_layers(teacher)
+    comparable = {name: conv for name, conv in conv_layers(slim).items()  # all inputs kept: the image's conv
+                  if conv.weight[0].shape == teacher_convs[name].weight[0].shape}
+    kept_are_teachers = [
+        all((teacher_convs[name].weight.flatten(1) == row).all(1).any() for row in conv.weight.flatten(1))
+        for name, conv in comparable.items()]
+    assert kept_are_teachers
+    assert all(kept_are_teachers) if method == "stacked" else not any(kept_are_teachers)
+    assert count_macs(slim, (32, 32)) < 0.9 * count_macs(teacher, (32, 32))
+    history = card["history"]
+    assert [r["stage"] for r in history] == sorted((r["stage"] for r in history), key=stages.index)
+    assert {r["stage"] for r in history} == set(stages) and history[-1]["step"] == 7
 
 
 def test_prune_without_targets_is_a_clear_error(teacher_data, tmp_path):
