@@ -91,23 +91,23 @@ def _kill_when_checkpointed(root: Path, point_id: str) -> list[int]:
 
 def _longer(cfg):
     """The quick preset with enough steps that a kill lands in the middle of training."""
-    return replace(cfg, train=replace(cfg.train, steps=60, checkpoint_every=5, log_every=1))
+    return replace(cfg, train=replace(cfg.train, steps=30, checkpoint_every=5, log_every=1))
 
 
 def test_a_killed_worker_is_retried_and_resumes_its_point(ray_backend, local_grid, tmp_path):
     root = _fresh_root(local_grid, tmp_path)
-    # The victim is the reference of the mixed point: that one must wait for the retried victim, not fail.
-    only = ["gs-s0.5-bmixed", "gs-s0.5-b8", "gs-s0.9-b8"]
+    # The victim is the reference of the mixed point: with a CPU free, that one must still wait for it.
+    only = ["gs-s0.5-bmixed", "gs-s0.5-b8"]
     killed = _kill_when_checkpointed(root, "gs-s0.5-b8")
     manifest = run_grid(_longer(grid_preset("quick")), root / "teacher", root, root / "runs" / "grid", only=only,
                         progress=False, backend=ray_backend(cpus_per_point=1))
     assert len(killed) == 1
     assert json.loads((root / "grid" / "failures.json").read_text()) == {}
     assert set(manifest["id"]) == {"teacher", *only}
-    # Resumed, not restarted: the steps before the checkpoint were logged once, the ones after it twice.
+    # Resumed from its checkpoint, not restarted: the first step was logged once, and every step to the last.
     [log] = root.glob("runs/grid/*/gs-s0.5-b8/log.jsonl")
     steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
-    assert steps.count(1) == 1 and steps[-1] == 60 and len(steps) > 60
+    assert steps.count(1) == 1 and sorted(set(steps)) == list(range(1, 31))
 
 
 def test_a_point_whose_worker_dies_for_good_is_reported_and_the_rest_finish(ray_backend, local_grid, tmp_path):
@@ -140,4 +140,4 @@ def test_only_backend_ray_imports_ray(local_grid):
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "0 points to train, 10 already done" in result.stdout
+    assert "0 points to train, 9 already done" in result.stdout
