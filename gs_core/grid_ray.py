@@ -40,8 +40,9 @@ def _point_task(run: GridRun, point: Point, threads: int, *after) -> str | None:
 
 @dataclass(frozen=True)
 class RayBackend:
-    """A grid backend (see `gs_core.grid.run_grid`): one Ray task per point, on the cluster at `address`, or on a
-    new local instance when None (or on the cluster that RAY_ADDRESS names). Connects unless Ray already is."""
+    """A grid backend (see `gs_core.grid.run_grid`): one Ray task per point, on the cluster at `address`; when None,
+    Ray's own choice: RAY_ADDRESS, else the instance `ray start` left on this machine, else a new local one.
+    Connects unless Ray already is. Workers draw no progress bars; the driver prints each point as it ends."""
     address: str | None = None
     cpus_per_point: int = 1  # also the point's torch threads
     gpus_per_point: float = 0
