@@ -25,7 +25,8 @@ TIMINGS = ("latency_ms", "speedup")
 
 @pytest.fixture(scope="module")
 def ray_backend():
-    """One local Ray instance (2 CPUs) for the module: starting Ray costs seconds."""
+    """One local Ray instance (2 CPUs) for the module, which the backend (and `grid --backend ray`) then uses:
+    starting Ray costs seconds."""
     ray = pytest.importorskip("ray")
     from gs_core.grid_ray import RayBackend
 
@@ -57,8 +58,8 @@ def _records(root: Path) -> dict[str, dict]:
 
 def test_ray_grid_gives_the_local_manifest(ray_backend, local_grid, tmp_path):
     root = _fresh_root(local_grid, tmp_path)
-    run_grid(grid_preset("quick"), root / "teacher", root, root / "runs" / "grid", progress=False,
-             backend=ray_backend(cpus_per_point=1))
+    assert main(["grid", "--backend", "ray", "--preset", "quick", "--teacher", str(root / "teacher"), "--out",
+                 str(root), "--run-dir", str(root / "runs" / "grid"), "--threads", "1"]) == 0
     assert json.loads((root / "grid" / "failures.json").read_text()) == {}
     local, on_ray = _records(local_grid), _records(root)
     assert len(on_ray) == 10 and set(on_ray) == set(local)
