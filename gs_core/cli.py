@@ -208,15 +208,22 @@ def cmd_grid(args) -> int:
     import torch
 
     from gs_core.device import resolve_device
-    from gs_core.grid import grid_preset, remeasure, run_grid
+    from gs_core.grid import grid_preset, remeasure, run_grid, run_local
 
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
+    backend = run_local
+    if args.backend == "ray":
+        from gs_core.grid_ray import RayBackend
+
+        backend = RayBackend(args.address, cpus_per_point=args.threads, gpus_per_point=args.gpus_per_point)
+    elif args.address or args.gpus_per_point:
+        raise ValueError("--address and --gpus-per-point are options of --backend ray")
     if args.remeasure:
         manifest = remeasure(grid_preset(args.preset), args.teacher, args.out, args.remeasure, device)
     else:
         manifest = run_grid(grid_preset(args.preset), args.teacher, args.out, args.run_dir, only=args.only,
-                            device=device)
+                            device=device, backend=backend)
     print(manifest.to_string())
     return 0
 
@@ -303,8 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", help="train only these point ids, in this order")
     p.add_argument("--remeasure", nargs="+", metavar="METRIC",
                    help="train nothing: measure these metrics again for every finished point (e.g. latency_ms)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="torch threads (with --backend ray: per point, and the "
+                   "CPUs each point requests)")
     _add_device_arg(p)
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local: the points one after another here (default); ray: one Ray task per point")
+    p.add_argument("--address", help="with --backend ray: the Ray cluster to use (its head's host:port); default: "
+                   "RAY_ADDRESS, else a Ray instance started on this machine, else a new local one")
+    p.add_argument("--gpus-per-point", type=float, default=0,
+                   help="with --backend ray: GPUs each point requests, and trains on (else on the CPU)")
     p.set_defaults(run=cmd_grid)
     return parser
 

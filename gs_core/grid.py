@@ -13,7 +13,9 @@ import json
 import math
 import time
 import traceback
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +25,7 @@ from gs_core.checkpoint import load_model, read_card, save_model, weights_digest
 from gs_core.data.photoset import load_split
 from gs_core.data.teacher_cache import distillation_pairs, task_targets
 from gs_core.eval.evaluate import IDENTITY, QUALITY_METRICS, evaluate_models
+from gs_core.models import Generator
 from gs_core.slim.bit_allocation import allocate_bits, layer_sensitivity
 from gs_core.slim.methods import SlimConfig, run_method
 from gs_core.slim.packing import save_packed
@@ -79,6 +82,10 @@ class GridConfig:
         return ([Point("gs", s, b) for s in self.sparsities for b in self.bits]
                 + [Point("gs", s, "mixed") for s in self.mixed] + list(self.baselines))
 
+    def reference(self, point: Point) -> Point | None:
+        """The uniform GS point a mixed point is size-matched to: it must be trained first."""
+        return Point("gs", point.sparsity, self.mixed_reference_bits) if point.bits == "mixed" else None
+
 
 PRESETS = {
     "default": GridConfig(),
@@ -102,9 +109,9 @@ def mixed_allocation(teacher, inputs: torch.Tensor, average_bits: float) -> dict
 
 
 def _size_matched(slim_cfg: SlimConfig, allocation: dict, out: Path, teacher_path: Path, point: Point,
-                  reference_bits: int, teacher_digest: str) -> SlimConfig:
+                  reference: Point, teacher_digest: str) -> SlimConfig:
     """The mixed student's config: its bit allocation, and a size budget equal to the uniform student's size."""
-    reference = out / "grid" / Point("gs", point.sparsity, reference_bits).id
+    reference = out / "grid" / reference.id
     if not _finished(reference, teacher_digest):
         raise RuntimeError(f"{point.id} is size-matched to {reference.name}: train that point first")
     size = read_card(reference)["metrics"]["size_bits"]
@@ -177,10 +184,12 @@ def identity_record(metrics: dict) -> dict:
             "id": IDENTITY, "method": IDENTITY}
 
 
-def write_manifest(root: Path, teacher_path: Path, teacher_digest: str) -> pd.DataFrame:
+def write_manifest(root: Path, teacher_path: Path, teacher_digest: str,
+                   in_progress: Collection[str] = ()) -> pd.DataFrame:
     """Rebuild `root/manifest.json` from the teacher's card (the teacher must live under root; its `identity`
     entry gives the identity row) and the card of every grid point distilled from it (`teacher_digest`, its
-    weights_digest)."""
+    weights_digest). Unfinished points are left out, and named unless they are `in_progress` (being trained right
+    now, by another worker)."""
     teacher_card = read_card(teacher_path)
     teacher_macs = teacher_card["metrics"]["macs"]
     records = [manifest_record("teacher", teacher_path, teacher_card, teacher_macs, root)]
@@ -190,7 +199,7 @@ def write_manifest(root: Path, teacher_path: Path, teacher_digest: str) -> pd.Da
     for folder in sorted((root / "grid").glob("*/")):
         if _finished(folder, teacher_digest):
             records.append(manifest_record(folder.name, folder, read_card(folder), teacher_macs, root))
-        else:
+        elif folder.name not in in_progress:
             left_out.append(folder.name)
     if left_out:
         print(f"[grid] left out of the manifest, unfinished or distilled from another teacher (run the grid to "
@@ -269,12 +278,87 @@ def remeasure(cfg: GridConfig, teacher_path: str | Path, out: str | Path, metric
     return write_manifest(out, teacher_path, digest)
 
 
+@dataclass
+class GridRun:
+    """What every point of one grid run shares. Built once by `run_grid` and handed to a backend, which trains
+    points with `try_point` (a Ray backend ships a copy to each worker)."""
+    cfg: GridConfig
+    teacher: Generator
+    digest: str  # the teacher's weights_digest
+    teacher_path: Path
+    out: Path
+    run_dir: Path  # this teacher's run tree: run_dir / <point id> holds a point's resumable training state
+    test_dir: Path
+    inputs: torch.Tensor
+    outputs: torch.Tensor
+    device: torch.device  # where points train and are measured
+
+    @cached_property
+    def targets(self) -> torch.Tensor:
+        """The task targets of the `prune` baseline, made when a point first needs them."""
+        return task_targets(self.teacher, self.inputs)
+
+
+def train_point(run: GridRun, point: Point, progress: bool = True) -> None:
+    """Train one point (resuming its run folder), save it as `out/grid/<id>/` and measure it."""
+    targets = run.targets if point.method == "prune" else None
+    slim_cfg = SlimConfig(method=point.method, bits=point.bits, sparsity=point.sparsity,
+                          batch_size=run.cfg.batch_size, train=replace(run.cfg.train))
+    allocation = {}
+    if point.bits == "mixed":
+        allocation = mixed_allocation(run.teacher, run.inputs, run.cfg.mixed_average_bits)
+        slim_cfg = _size_matched(slim_cfg, allocation, run.out, run.teacher_path, point, run.cfg.reference(point),
+                                 run.digest)
+    slim, card = run_method(run.teacher, run.inputs, run.outputs, slim_cfg, run.run_dir / point.id, targets,
+                            progress, run.device)
+    card["sparsity_target"] = point.sparsity  # the grid level, even where the budget was a size
+    folder = save_model(slim, run.out / "grid" / point.id,
+                        {"name": point.id, **card, **allocation, "teacher_digest": run.digest})
+    card = read_card(folder)
+    card["packed_bytes"] = save_packed(slim, folder / PACKED) // 8
+    card["metrics"] = _measure(folder, run.teacher_path, run.cfg, run.test_dir, run.device)
+    write_card(folder, card)
+
+
+def try_point(run: GridRun, point: Point, progress: bool = True) -> str | None:
+    """`train_point`, with a failure printed and returned (as one line) instead of raised: one broken point must
+    not stop the grid; it is reported and retried on the next run."""
+    try:
+        train_point(run, point, progress)
+    except Exception as err:
+        error = f"{type(err).__name__}: {err}"
+        print(f"[grid] {point.id} FAILED: {error}\n{traceback.format_exc()}", flush=True)
+        return error
+    return None
+
+
+def run_local(run: GridRun, todo: list[Point], progress: bool = True) -> dict[str, str]:
+    """The default backend: the points one after another in this process, in the order given (`cfg.points()`
+    puts mixed points after their references). Rewrites the manifest as each point lands; returns {point id: why
+    it failed}."""
+    failures = {}
+    start = time.perf_counter()
+    for n, point in enumerate(todo):
+        elapsed = time.perf_counter() - start
+        eta = f", about {elapsed / n * (len(todo) - n) / 60:.0f} min left" if n else ""
+        print(f"[grid] point {n + 1}/{len(todo)}: {point.id}{eta}", flush=True)
+        error = try_point(run, point, progress)
+        if error:
+            failures[point.id] = error
+        write_manifest(run.out, run.teacher_path, run.digest)
+    return failures
+
+
+Backend = Callable[[GridRun, list[Point], bool], dict[str, str]]
+
+
 def run_grid(cfg: GridConfig, teacher_path: str | Path, out: str | Path, run_dir: str | Path,
              only: list[str] | None = None, photos_root: Path | None = None, progress: bool = True,
-             device: torch.device | str = "cpu") -> pd.DataFrame:
-    """Train and measure every unfinished point of `cfg` on `device`. `teacher_path` may be any teacher file or
-    folder (see import_teacher); the manifest in `out` points at the grid's own copy."""
-    out, run_dir = Path(out).resolve(), Path(run_dir)
+             device: torch.device | str = "cpu", backend: Backend = run_local) -> pd.DataFrame:
+    """Train and measure every unfinished point of `cfg` on `device`, with `backend` (`run_local`, or
+    `gs_core.grid_ray.RayBackend`, whose points train on the device they asked Ray for). `teacher_path` may be any
+    teacher file or folder (see import_teacher); the manifest in `out` points at the grid's own copy."""
+    out, run_dir = Path(out).resolve(), Path(run_dir).resolve()
     teacher_path = import_teacher(teacher_path, out)
     teacher, _ = load_model(teacher_path)
     digest = weights_digest(teacher)
@@ -282,7 +366,6 @@ def run_grid(cfg: GridConfig, teacher_path: str | Path, out: str | Path, run_dir
     train_photos = load_split("train", photos_root)
     test_dir = Path(load_split("test", photos_root)[0]).parent
     inputs, outputs = distillation_pairs(teacher, train_photos, cfg.size, Path(run_dir) / "cache", device=device)
-    targets = None
     by_id = {p.id: p for p in cfg.points()}
     unknown = [i for i in only or () if i not in by_id]
     if unknown:
@@ -290,36 +373,9 @@ def run_grid(cfg: GridConfig, teacher_path: str | Path, out: str | Path, run_dir
     points = [by_id[i] for i in only] if only else list(by_id.values())  # `only` also sets the order
     todo = [p for p in points if not _finished(out / "grid" / p.id, digest)]
     _measure_teacher(teacher_path, cfg, test_dir, device)
-    failures = {}
-    start = time.perf_counter()
-    for n, point in enumerate(todo):
-        elapsed = time.perf_counter() - start
-        eta = f", about {elapsed / n * (len(todo) - n) / 60:.0f} min left" if n else ""
-        print(f"[grid] point {n + 1}/{len(todo)}: {point.id} ({len(points) - len(todo)} already done{eta})",
-              flush=True)
-        try:
-            if point.method == "prune" and targets is None:
-                targets = task_targets(teacher, inputs)
-            slim_cfg = SlimConfig(method=point.method, bits=point.bits, sparsity=point.sparsity,
-                                  batch_size=cfg.batch_size, train=replace(cfg.train))
-            allocation = {}
-            if point.bits == "mixed":
-                allocation = mixed_allocation(teacher, inputs, cfg.mixed_average_bits)
-                slim_cfg = _size_matched(slim_cfg, allocation, out, teacher_path, point, cfg.mixed_reference_bits,
-                                          digest)
-            slim, card = run_method(teacher, inputs, outputs, slim_cfg, run_dir / point.id, targets, progress,
-                                    device)
-            card["sparsity_target"] = point.sparsity  # the grid level, even where the budget was a size
-            folder = save_model(slim, out / "grid" / point.id,
-                                {"name": point.id, **card, **allocation, "teacher_digest": digest})
-            card = read_card(folder)
-            card["packed_bytes"] = save_packed(slim, folder / PACKED) // 8
-            card["metrics"] = _measure(folder, teacher_path, cfg, test_dir, device)
-            write_card(folder, card)
-        except Exception as err:  # one broken point must not stop the grid; it is reported and retried next run
-            failures[point.id] = f"{type(err).__name__}: {err}"
-            print(f"[grid] {point.id} FAILED: {failures[point.id]}\n{traceback.format_exc()}", flush=True)
-        write_manifest(out, teacher_path, digest)
+    print(f"[grid] {len(todo)} points to train, {len(points) - len(todo)} already done", flush=True)
+    run = GridRun(cfg, teacher, digest, teacher_path, out, run_dir, test_dir, inputs, outputs, torch.device(device))
+    failures = backend(run, todo, progress)
     (out / "grid").mkdir(parents=True, exist_ok=True)
     (out / "grid" / "failures.json").write_text(json.dumps(failures, indent=1) + "\n")
     return write_manifest(out, teacher_path, digest)

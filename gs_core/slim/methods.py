@@ -104,6 +104,7 @@ def run_method(teacher: Generator, inputs: torch.Tensor, outputs: torch.Tensor, 
     device = torch.device(device)
     inputs, outputs = inputs.to(device), outputs.to(device)
     task_targets = None if task_targets is None else task_targets.to(device)
+    torch.manual_seed(cfg.train.seed)  # a fresh (thinner) student starts the same whatever ran before it here
     steps = cfg.train.steps
     keep = 1 - cfg.sparsity
     gammas, history = {}, []
