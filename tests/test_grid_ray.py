@@ -62,7 +62,8 @@ def test_ray_grid_gives_the_local_manifest(ray_backend, local_grid, tmp_path):
                  str(root), "--run-dir", str(root / "runs" / "grid"), "--threads", "1", "--device", "cpu"]) == 0
     assert json.loads((root / "grid" / "failures.json").read_text()) == {}
     local, on_ray = _records(local_grid), _records(root)
-    assert len(on_ray) == 10 and set(on_ray) == set(local)
+    points = len(grid_preset("quick").points())
+    assert len(on_ray) == points + 2 and set(on_ray) == set(local)  # the points, the teacher and the identity
     for point_id, record in local.items():
         assert on_ray[point_id] == pytest.approx(record), point_id
 
@@ -104,7 +105,7 @@ def test_a_killed_worker_is_retried_and_resumes_its_point(ray_backend, local_gri
                         progress=False, backend=ray_backend(cpus_per_point=1))
     assert len(killed) == 1
     assert json.loads((root / "grid" / "failures.json").read_text()) == {}
-    assert set(manifest["id"]) == {"teacher", *only}
+    assert set(manifest["id"]) == {"teacher", "identity", *only}
     # Resumed from its checkpoint, not restarted: the first step was logged once, and every step to the last.
     [log] = root.glob("runs/grid/*/gs-s0.5-b8/log.jsonl")
     steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
@@ -121,7 +122,7 @@ def test_a_point_whose_worker_dies_for_good_is_reported_and_the_rest_finish(ray_
     failures = json.loads((root / "grid" / "failures.json").read_text())
     assert set(failures) == {"gs-s0.5-b8", "gs-s0.5-bmixed"}  # the mixed point needed the dead one
     assert "WorkerCrashedError" in failures["gs-s0.5-b8"]
-    assert set(manifest["id"]) == {"teacher", "gs-s0.9-b8"}
+    assert set(manifest["id"]) == {"teacher", "identity", "gs-s0.9-b8"}
 
 
 def test_backend_ray_without_ray_is_one_clear_error(monkeypatch, capsys, tmp_path):
@@ -141,4 +142,4 @@ def test_only_backend_ray_imports_ray(local_grid):
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "0 points to train, 9 already done" in result.stdout
+    assert f"0 points to train, {len(grid_preset('quick').points())} already done" in result.stdout
