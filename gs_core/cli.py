@@ -106,18 +106,20 @@ def cmd_slim(args) -> int:
 
     from gs_core.checkpoint import load_model, save_model
     from gs_core.data.images import list_images
-    from gs_core.data.teacher_cache import distillation_pairs, task_targets
+    from gs_core.data.teacher_cache import CROPS_PER_PHOTO, distillation_pairs, task_targets
     from gs_core.device import resolve_device
-    from gs_core.slim.methods import SlimConfig, run_method
+    from gs_core.slim.methods import SlimConfig, drawn_rows, run_method
     from gs_core.slim.train import TrainConfig
 
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
     teacher, _ = load_model(args.teacher)
     photos = list_images(args.photos)
-    inputs, outputs = distillation_pairs(teacher, photos, args.size, REPO / "data" / "cache", device=device)
     train = _dataclass_from_args(TrainConfig, args)
     cfg = _dataclass_from_args(SlimConfig, args, train=train)
+    needed = drawn_rows(len(photos) * CROPS_PER_PHOTO, cfg.batch_size, train.seed, train.steps)
+    inputs, outputs = distillation_pairs(teacher, photos, args.size, REPO / "data" / "cache", device=device,
+                                         needed=needed)
     targets = task_targets(teacher, inputs) if cfg.method == "prune" else None
     slim, card = run_method(teacher, inputs, outputs, cfg, Path(args.out) / "run", targets, device=device)
     folder = save_model(slim, Path(args.out) / "slim", {"name": Path(args.out).name, **card})

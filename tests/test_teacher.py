@@ -36,3 +36,24 @@ def test_teacher_outputs_are_cached_and_rebuilt_when_the_teacher_changes(tmp_pat
     changed = distillation_pairs(teacher, photos, 32, tmp_path)[1]
     assert len(list(tmp_path.glob("teacher-*.safetensors"))) == 2
     assert not torch.allclose(changed, outputs)
+
+
+def test_a_short_run_computes_only_the_teacher_outputs_it_draws(tmp_path, tiny_generator):
+    from gs_core.slim.methods import batches_from, drawn_rows
+
+    teacher = tiny_generator("cartoongan_skip")
+    photos = load_split("val")[:3]
+    full_inputs, full = distillation_pairs(teacher, photos, 32, tmp_path / "full")
+    needed = drawn_rows(len(full), batch_size=2, seed=0, steps=3)
+    assert 0 < len(needed) < len(full)
+    inputs, outputs = distillation_pairs(teacher, photos, 32, tmp_path / "lazy", needed=needed)
+    rows = sorted(needed)
+    assert torch.equal(inputs, full_inputs)
+    # other batch compositions than the full run's: another kernel may sum in another order
+    torch.testing.assert_close(outputs[rows], full[rows], rtol=0, atol=1e-6)
+    assert outputs[[r for r in range(len(full)) if r not in needed]].isnan().all()  # never silently zero
+    batches = batches_from(inputs, outputs, 2, seed=0)
+    assert all(torch.isfinite(batches(step)[1]).all() for step in range(3))  # what the run reads is there
+    # A later, longer run fills in the rest, in the same cache file.
+    torch.testing.assert_close(distillation_pairs(teacher, photos, 32, tmp_path / "lazy")[1], full, rtol=0, atol=1e-6)
+    assert len(list((tmp_path / "lazy").glob("teacher-*"))) == 1

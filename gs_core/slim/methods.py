@@ -64,6 +64,12 @@ def batches_from(inputs: torch.Tensor, targets: torch.Tensor, batch_size: int, s
     return batches
 
 
+def drawn_rows(n: int, batch_size: int, seed: int, steps: int) -> set[int]:
+    """Every row that `batches_from(inputs of length n, ...)` draws in `steps` steps (every method's stages use
+    steps below that and the same seed): the only teacher outputs such a run reads."""
+    return {int(i) for step in range(steps) for i in np.random.default_rng([seed, step]).integers(0, n, batch_size)}
+
+
 def thinner(teacher: Generator, mac_fraction: float) -> Generator:
     """The same architecture with every width scaled by one factor (ngf), nearest to `mac_fraction` MACs.
     Candidates are counted on the meta device (shapes only, no arithmetic)."""
