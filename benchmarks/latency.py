@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--update-manifest needs size {MANIFEST_SIZE} and every model (no --only)")
 
     root = args.checkpoints.resolve()
-    records = {r["id"]: r for r in json.loads((root / "manifest.json").read_text())}
+    # every model of the grid; the identity row ("output = the photo") has no model to time
+    records = {r["id"]: r for r in json.loads((root / "manifest.json").read_text()) if r["path"]}
     ids = ["teacher", *[i for i in (args.only or records) if i != "teacher"]]
     paths = {i: root / records[i]["path"] for i in ids}
     models = {i: load_model(paths[i])[0] for i in ids}
