@@ -11,6 +11,9 @@ Schedule: the first (1 - finetune_fraction) of the steps prune; then the plan is
 no more L1) and the rest fine-tunes. In budget mode rho is steered so the plan's cost follows a line down to the
 requested fraction of the teacher's cost, and at the freeze the smallest gammas are cut until the budget holds.
 
+Runs on the device it is given; by default the forward and backward passes run under bf16 autocast with
+channels_last (`precision`), while weights, optimizer states, gammas and clip ranges stay fp32.
+
 Every `checkpoint_every` steps the whole state (model, D, optimizers, RNG, rho, plan, history) is written
 atomically to `run_dir/state.pt`; a rerun with the same arguments resumes from it and ends with the same weights
 as an uninterrupted run, because batches are a pure function of the step number.

@@ -1,0 +1,40 @@
+"""scripts/seeds_study.py at a tiny size: the quick preset, two seeds, GS against stacked at one sparsity."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from gs_core.teacher import preset, train_teacher
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "seeds_study.py"
+
+
+@pytest.fixture(scope="module")
+def seeds_study():
+    spec = importlib.util.spec_from_file_location("seeds_study", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_each_seed_is_its_own_grid_and_the_gap_is_paired(seeds_study, tmp_path):
+    train_teacher(preset("quick"), tmp_path / "teacher", tmp_path / "runs" / "teacher", progress=False)
+    points = ["gs-s0.5-b8", "stacked-s0.5-b8"]
+    rows = seeds_study.study([0, 1], points, tmp_path / "teacher", tmp_path / "seeds", preset="quick")
+    assert list(rows["id"]) == points * 2 and list(rows["seed"]) == [0, 0, 1, 1]
+    assert rows["psnr"].notna().all()
+    assert rows.loc[0, "psnr"] != rows.loc[2, "psnr"]  # another seed trains another student
+    _, gaps = seeds_study.summary(rows)
+    [(mean, sd)] = gaps.values()
+    assert mean == pytest.approx((rows.loc[[0, 2], "psnr"].values - rows.loc[[1, 3], "psnr"].values).mean())
+
+
+def test_summary_on_known_numbers(seeds_study):
+    rows = pd.DataFrame({"seed": [0, 0, 1, 1], "id": ["gs-s0.7-b8", "stacked-s0.7-b8"] * 2,
+                         "psnr": [30.0, 27.0, 31.0, 27.5], "ssim": [0.9] * 4, "style_retained": [0.5] * 4})
+    table, gaps = seeds_study.summary(rows)
+    assert table.loc["gs-s0.7-b8", ("psnr", "mean")] == 30.5
+    assert gaps["gs-s0.7-b8 - stacked-s0.7-b8 (PSNR dB)"] == pytest.approx((3.25, 0.3535534), abs=1e-6)
