@@ -1,7 +1,7 @@
 """CPU latency of the teacher and every shipped student in PyTorch eager, ONNX fp32 and ONNX int8, in one process.
 
     python benchmarks/latency.py [--checkpoints checkpoints] [--only ID ...] [--sizes 256 512] [--threads 2]
-                                 [--warmup 3] [--repeats 20] [--out latency.json] [--plot latency.html]
+                                 [--warmup 3] [--repeats 20] [--out benchmarks/results/latency.json] [--plot benchmarks/results/latency.html]
                                  [--update-manifest]
 
 Every (model, runtime) pair is timed round-robin (gs_core.deploy.latency.median_ms) with fixed threads (torch and
@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--out", type=Path, default=Path("latency.json"))
-    parser.add_argument("--plot", type=Path, default=Path("latency.html"))
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "latency.json")
+    parser.add_argument("--plot", type=Path, default=Path(__file__).parent / "results" / "latency.html")
     parser.add_argument("--update-manifest", action="store_true",
                         help=f"write the {MANIFEST_SIZE} px numbers into the cards and the manifest")
     args = parser.parse_args(argv)
