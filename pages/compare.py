@@ -91,6 +91,15 @@ def _latency(row) -> str:
     return f"{_number(row['latency_ms'], '.1f')} ms ({row.get('runtime') or 'pytorch'})"
 
 
+def _eager_latency(row) -> str:
+    """PyTorch eager latency: latency_ms_torch beside a deployed figure, or latency_ms itself where the grid timed
+    PyTorch eager (runtime "pytorch", no separate eager figure)."""
+    eager = row.get("latency_ms_torch")
+    if (eager is None or pd.isna(eager)) and (row.get("runtime") or "pytorch") == "pytorch":
+        eager = row["latency_ms"]
+    return "n/a" if eager is None or pd.isna(eager) else f"{eager:.1f} ms"
+
+
 def card_markdown(grid: ModelGrid, model_id: str, result: Stylized | None = None) -> str:
     """The student's card: its costs next to the teacher's, and its quality (this photo and the test set)."""
     row, teacher = grid.table.loc[model_id], grid.table.loc[grid.teacher_id]
@@ -108,8 +117,7 @@ def card_markdown(grid: ModelGrid, model_id: str, result: Stylized | None = None
              f"| compression (size, MACs) | {_number(row['compression_size'], '.1f')}×, "
              f"{_number(row['compression_macs'], '.1f')}× | 1× |",
              f"| latency, deployed (measured) | {_latency(row)} | {_latency(teacher)} |",
-             f"| latency, PyTorch eager | {_number(row.get('latency_ms_torch'), '.1f')} ms "
-             f"| {_number(teacher.get('latency_ms_torch'), '.1f')} ms |"]
+             f"| latency, PyTorch eager | {_eager_latency(row)} | {_eager_latency(teacher)} |"]
     if result is not None and result.psnr is not None:
         lines += [f"| PSNR vs teacher, this photo | {_number(result.psnr, '.2f')} dB | |",
                   f"| SSIM vs teacher, this photo | {_number(result.ssim, '.3f')} | |"]

@@ -161,3 +161,14 @@ def test_onnx_download_is_the_deployed_export_and_written_once(grid):
     assert grid.onnx_file("gs-s0.25-b8").stat().st_mtime_ns == quantized.stat().st_mtime_ns
     assert OnnxGenerator(quantized).run(torch.rand(1, 3, 16, 16)).shape == (1, 3, 16, 16)
     assert "latency, deployed" in card_markdown(grid, "gs-s0.25-b8")
+
+
+def test_card_gives_the_eager_latency_where_the_grid_timed_pytorch(grid):
+    """A grid that timed PyTorch eager (runtime "pytorch") has no separate eager figure: its latency is that."""
+    row = grid.table.loc["gs-s0.25-b8"].copy()
+    row["runtime"], row["latency_ms_torch"], row["latency_ms"] = "pytorch", None, 12.34
+    assert _eager_latency(row) == "12.3 ms"
+    row["runtime"], row["latency_ms_torch"] = "onnxruntime", 56.78
+    assert _eager_latency(row) == "56.8 ms"
+    row["latency_ms_torch"] = None
+    assert _eager_latency(row) == "n/a"
