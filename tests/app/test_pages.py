@@ -12,7 +12,7 @@ from PIL import Image
 
 from gs_core.deploy.runtime import OnnxGenerator
 from tiny_models import build_tiny
-from pages.compare import card_markdown, photo_view, read_uploads, slider_step, student_view
+from pages.compare import _eager_latency, card_markdown, photo_view, read_uploads, slider_step, student_view
 from pages.grid import baseline_ids, grid_cells, grid_view
 from pages.layers import layer_figures
 from pages.pareto import available_quality, missing_note, pareto_figure, pareto_front
