@@ -5,6 +5,9 @@ the suite runs in well under a minute on a busy 2-core machine.
 """
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +16,18 @@ from PIL import Image
 from tiny_models import build_tiny
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """Factory: load_script("steps_study") -> the module scripts/steps_study.py (scripts are not a package)."""
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent.parent / "scripts"
+                                                      / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load
 
 
 @pytest.fixture

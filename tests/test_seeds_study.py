@@ -1,23 +1,16 @@
 """scripts/seeds_study.py at a tiny size: the quick preset, two seeds, GS against stacked at one sparsity."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from gs_core.teacher import preset, train_teacher
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "seeds_study.py"
-
 
 @pytest.fixture(scope="module")
-def seeds_study():
-    spec = importlib.util.spec_from_file_location("seeds_study", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def seeds_study(load_script):
+    return load_script("seeds_study")
 
 
 def test_each_seed_is_its_own_grid_and_the_gap_is_paired(seeds_study, tmp_path):

@@ -1,23 +1,16 @@
 """scripts/steps_study.py at a tiny size: the quick preset's teacher and grid settings, 2 and 4 steps."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 
 from gs_core.checkpoint import read_card
 from gs_core.teacher import preset, train_teacher
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "steps_study.py"
-
 
 @pytest.fixture(scope="module")
-def steps_study():
-    spec = importlib.util.spec_from_file_location("steps_study", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def steps_study(load_script):
+    return load_script("steps_study")
 
 
 def test_steps_study_trains_each_point_for_each_budget_and_resumes(steps_study, tmp_path, monkeypatch):
