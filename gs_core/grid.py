@@ -208,12 +208,11 @@ def write_manifest(root: Path, teacher_path: Path, teacher_digest: str,
     return pd.DataFrame(records)
 
 
-def _measure_teacher(teacher_path: Path, cfg: GridConfig, photos: Path, device) -> None:
+def _measure_teacher(teacher_path: Path, digest: str, cfg: GridConfig, photos: Path, device) -> None:
     """The teacher's own costs, at the size its students are measured at (measured again for another size), and
     the identity reference's quality at that size, kept in the teacher's card as `identity` with the digest of
     the teacher it was measured against."""
     card = read_card(teacher_path)
-    digest = weights_digest(load_model(teacher_path)[0])
     if "metrics" not in card or card["metrics"].get("eval_size", LEGACY_EVAL_SIZE) != cfg.eval_size:
         metrics = _measure(teacher_path, teacher_path, cfg, photos, device)
         for name in QUALITY:  # the teacher is the reference the others are compared with
@@ -372,7 +371,7 @@ def run_grid(cfg: GridConfig, teacher_path: str | Path, out: str | Path, run_dir
         raise ValueError(f"no grid points {unknown}; this preset has: {', '.join(by_id)}")
     points = [by_id[i] for i in only] if only else list(by_id.values())  # `only` also sets the order
     todo = [p for p in points if not _finished(out / "grid" / p.id, digest)]
-    _measure_teacher(teacher_path, cfg, test_dir, device)
+    _measure_teacher(teacher_path, digest, cfg, test_dir, device)
     print(f"[grid] {len(todo)} points to train, {len(points) - len(todo)} already done", flush=True)
     run = GridRun(cfg, teacher, digest, teacher_path, out, run_dir, test_dir, inputs, outputs, torch.device(device))
     failures = backend(run, todo, progress)
