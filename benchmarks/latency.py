@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 from pathlib import Path
 
@@ -24,20 +23,10 @@ import plotly.graph_objects as go
 import torch
 
 from gs_core.checkpoint import load_model, read_card, weights_digest, write_card
-from gs_core.deploy.latency import RUNTIMES, deployed_runtime, median_ms, runners
+from gs_core.deploy.latency import RUNTIMES, cpu_name, deployed_runtime, median_ms, runners
 from gs_core.grid import write_manifest
 
 MANIFEST_SIZE = 256  # the size every other cost in the manifest is measured at
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo where available (Linux), else what platform knows."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def table(results: dict, records: dict) -> list[dict]:

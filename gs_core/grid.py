@@ -62,6 +62,9 @@ class GridConfig:
         Point("quant", 0.0, 8), Point("quant", 0.0, 4),
         Point("stacked", 0.7, 8), Point("stacked", 0.85, 8),
         Point("stacked-scratch", 0.7, 8), Point("stacked-scratch", 0.85, 8),
+        # Latency budgets (a fraction of the teacher's onnxruntime latency removed) near the measured latency of
+        # gs-s0.7-b32 and gs-s0.85-b32, to compare the two budgets at equal measured latency.
+        Point("gs-latency", 0.5, 32), Point("gs-latency", 0.6, 32),
     )
     size: int = 96  # training crop size
     batch_size: int = 4

@@ -22,7 +22,8 @@ from pages import UI_EVENT, Shared, add_view
 from pages.store import DIFF_GAIN, ModelGrid, Photo, Stylized, load_photo
 
 THUMBNAIL_SIDE = 160
-METHOD_NAMES = {"teacher": "Teacher", "gs": "GAN Slimming", "distill": "Distillation only",
+METHOD_NAMES = {"teacher": "Teacher", "gs": "GAN Slimming", "gs-latency": "GAN Slimming, latency budget",
+                "distill": "Distillation only",
                 "prune": "Pruning only", "quant": "Quantization only",
                 "stacked": "Prune the teacher, then distil, then quantize",
                 "stacked-scratch": "Distil from scratch, then prune, then quantize"}
@@ -106,7 +107,8 @@ def card_markdown(grid: ModelGrid, model_id: str, result: Stylized | None = None
     method = row["method"]
     head = METHOD_NAMES.get(method, method)
     if method != "teacher":
-        head += f" · {float(row['sparsity_target']):.0%} sparsity target · {row['bits_label']}-bit"
+        target = "latency removed" if method == "gs-latency" else "sparsity target"
+        head += f" · {float(row['sparsity_target']):.0%} {target} · {row['bits_label']}-bit"
     at = {key: f"{int(r['eval_size'])}×{int(r['eval_size'])}" if pd.notna(r["eval_size"]) else "size unknown"
           for key, r in (("model", row), ("teacher", teacher))}
     lines = [f"### {model_id}", head, "",

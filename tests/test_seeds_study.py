@@ -23,6 +23,11 @@ def test_each_seed_is_its_own_grid_and_the_gap_is_paired(seeds_study, tmp_path):
     _, gaps = seeds_study.summary(rows)
     [(mean, sd)] = gaps.values()
     assert mean == pytest.approx((rows.loc[[0, 2], "psnr"].values - rows.loc[[1, 3], "psnr"].values).mean())
+    # --reuse-grid: the preset's own seed (0) is read from a grid trained with it, nothing is trained again
+    reused = seeds_study.study([0], points, tmp_path / "teacher", tmp_path / "again", preset="quick",
+                               reuse_grid=tmp_path / "seeds" / "seed-0")
+    pd.testing.assert_frame_equal(reused, rows.iloc[:2])
+    assert not list((tmp_path / "again").glob("seed-0/runs/*/*-s0.5-b8"))  # no point's training run
 
 
 def test_summary_on_known_numbers(seeds_study):

@@ -6,6 +6,7 @@ onnxruntime: what `python -m gs_core export` gives it.
 """
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -17,6 +18,16 @@ from gs_core.deploy.onnx_export import export_onnx, is_quantized
 from gs_core.deploy.runtime import OnnxGenerator
 
 RUNTIMES = ("pytorch", "onnxruntime", "onnxruntime-int8")
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo where available (Linux), else what platform knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def deployed_runtime(model: torch.nn.Module) -> str:

@@ -3,6 +3,7 @@
 | method          | initialisation                          | stages                            | target         |
 |-----------------|-----------------------------------------|-----------------------------------|----------------|
 | gs              | the teacher's weights, gated            | prune + distil + quantize at once | teacher output |
+| gs-latency      | as gs, its budget a share of latency    | prune + distil + quantize at once | teacher output |
 | distill         | uniformly thinner, random init          | distil                            | teacher output |
 | prune           | the teacher's weights, gated            | prune                             | cartoon target |
 | quant           | the teacher's weights                   | quantize (QAT)                    | teacher output |
@@ -13,8 +14,10 @@ Every method gets the same data and the same number of steps (the stacked ones s
 GS's three techniques one after another from GS's starting point: the gated teacher pruned to the budget in full
 precision, the extracted network distilled without gates, then quantization-aware finetuning. `stacked-scratch`
 (the grid's first stacked baseline) starts from random weights, so part of its gap to GS is "scratch against
-pretrained". `sparsity` is the fraction of the teacher's MACs to remove (budget mode); `rho` instead gives the
-paper's fixed-rho mode.
+pretrained". `sparsity` is the fraction of the teacher's MACs to remove (budget mode; `train.budget_metric` may
+price it in size or latency instead, and `gs-latency` is GS with a latency budget: the fraction of the teacher's
+onnxruntime latency to remove, priced with the per-layer table of `gs_core.deploy.latency_table`); `rho` instead
+gives the paper's fixed-rho mode.
 """
 from __future__ import annotations
 
@@ -25,17 +28,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gs_core.deploy.latency_table import latency_table
 from gs_core.eval.cost import count_macs
 from gs_core.models import Generator, create_generator
 from gs_core.slim.extract import extract
 from gs_core.slim.gates import gates_of
-from gs_core.slim.plan import dense_plan, describe_widths, layer_costs, plan_cost
+from gs_core.slim.plan import CostModel, dense_plan, describe_widths, layer_costs, plan_cost
 from gs_core.slim.quant import FULL_PRECISION, calibrate_activations, layer_bits
 from gs_core.slim.student import make_student
 from gs_core.slim.train import TrainConfig, fit
 
-METHODS = ("gs", "distill", "prune", "quant", "stacked", "stacked-scratch")
+METHODS = ("gs", "gs-latency", "distill", "prune", "quant", "stacked", "stacked-scratch")
 COST_SIZE = (256, 256)  # budgets are priced at this resolution (MAC ratios do not depend on it)
+LATENCY_THREADS = 2  # latency budgets are priced for deployment with this many onnxruntime threads
 
 
 @dataclass
@@ -93,9 +98,10 @@ def _train(model: Generator, inputs, targets, cfg: SlimConfig, run_dir: Path, *,
                         rho=(cfg.rho or 0.0) if prune else 0.0)
     cost_model = None
     if prune:
-        bits_map = layer_bits(student)
-        cost_model = (layer_costs(model, COST_SIZE), plan_cost(teacher, dense_plan(teacher),
-                                                                  layer_costs(teacher, COST_SIZE)), bits_map)
+        table = (latency_table(teacher, COST_SIZE[0], LATENCY_THREADS, progress=progress)
+                 if train_cfg.budget_metric == "latency" else None)
+        reference = plan_cost(teacher, dense_plan(teacher), layer_costs(teacher, COST_SIZE), latency=table)
+        cost_model = CostModel(layer_costs(model, COST_SIZE), reference, layer_bits(student), table)
     history = fit(student, batches_from(inputs, targets, cfg.batch_size, cfg.train.seed), train_cfg, run_dir,
                   cost_model=cost_model, progress=progress, desc=desc, device=device)
     return student, history
@@ -114,7 +120,9 @@ def run_method(teacher: Generator, inputs: torch.Tensor, outputs: torch.Tensor, 
     steps = cfg.train.steps
     keep = 1 - cfg.sparsity
     gammas, history = {}, []
-    if cfg.method == "gs":
+    if cfg.method == "gs-latency":
+        cfg = replace(cfg, train=replace(cfg.train, budget_metric="latency"))
+    if cfg.method in ("gs", "gs-latency"):
         student, history = _train(teacher, inputs, outputs, cfg, run_dir, bits=cfg.bits, gated=True, budget=keep,
                                   teacher=teacher, steps=steps, desc="gs", progress=progress,
                                   device=device)

@@ -3,10 +3,13 @@
 A plan is plain data, `{group name: list of bools}`, so it can be stored in a card, drawn by the app and replayed
 by extraction. Costs of a plan are computed per conv from the dense model's per-layer numbers, without
 building the slim model: a conv's MACs and weights scale with (kept inputs / inputs) * (kept outputs / outputs).
+With a latency table (`gs_core.deploy.latency_table`) a plan is also priced in milliseconds, from each conv's
+measured time at its kept widths.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -14,6 +17,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from gs_core.models.base import Generator
 from gs_core.slim.gates import ChannelGate
 from gs_core.slim.quant import FULL_PRECISION, conv_layers
+
+if TYPE_CHECKING:
+    from gs_core.deploy.latency_table import LatencyTable
 
 Plan = dict[str, list[bool]]
 
@@ -100,10 +106,22 @@ class PlanCost:
     params: int
     macs: int
     size_bits: int
+    latency: float | None = None  # milliseconds, when priced with a latency table
 
 
-def plan_cost(model: Generator, plan: Plan, costs: dict[str, LayerCost], bits: dict[str, int] | None = None) -> PlanCost:
-    """Params, MACs and size in bits of the slim model that `plan` (and per-conv `bits`) would give.
+class CostModel(NamedTuple):
+    """What budget mode prices plans with: the dense model's layer costs, the reference (teacher) cost the budget
+    is a fraction of, the per-conv bits, and for a latency budget the measured latency table."""
+    costs: dict[str, LayerCost]
+    reference: PlanCost
+    bits: dict[str, int] | None = None
+    latency: LatencyTable | None = None
+
+
+def plan_cost(model: Generator, plan: Plan, costs: dict[str, LayerCost], bits: dict[str, int] | None = None,
+              latency: LatencyTable | None = None) -> PlanCost:
+    """Params, MACs and size in bits of the slim model that `plan` (and per-conv `bits`) would give, and its
+    latency in milliseconds when a `latency` table is given.
 
     Norm parameters (2 per kept channel) count at 32 bits; conv biases at 32 bits; conv weights at their bits.
     """
@@ -119,7 +137,13 @@ def plan_cost(model: Generator, plan: Plan, costs: dict[str, LayerCost], bits: d
         size += weights * (bits or {}).get(name, FULL_PRECISION) + biases * FULL_PRECISION
     norm_params = sum(2 * sum(plan[g.name]) * len(g.gates) for g in model.channel_groups()
                       if _norm_has_params(model, g.gates[0]))
-    return PlanCost(params + norm_params, macs, size + norm_params * FULL_PRECISION)
+    milliseconds = None
+    if latency is not None:
+        from gs_core.deploy.latency_table import plan_latency
+
+        full = {name: (cost.in_channels, cost.out_channels) for name, cost in costs.items()}
+        milliseconds = plan_latency(latency, kept, full)
+    return PlanCost(params + norm_params, macs, size + norm_params * FULL_PRECISION, milliseconds)
 
 
 def _norm_has_params(model: Generator, name: str) -> bool:
@@ -127,12 +151,16 @@ def _norm_has_params(model: Generator, name: str) -> bool:
 
 
 def enforce_budget(model: Generator, plan: Plan, costs: dict[str, LayerCost], target: float, metric: str,
-                   bits: dict[str, int] | None = None) -> Plan:
+                   bits: dict[str, int] | None = None, latency: LatencyTable | None = None) -> Plan:
     """Cut surviving channels with the smallest |gamma| until the plan's `metric` is at most `target`.
 
     A trunk channel's importance is its mean |gamma| over the group's gates: with the maximum, the trunk (five or
     more gates a channel) would outrank every other layer and the first and last layers would be cut to one
     channel. Every group keeps at least `min_keep(width)` channels, so no layer becomes a one-channel bottleneck.
+
+    With `metric="latency"` (and its table), a cut that leaves a layer inside a channel block saves no time:
+    afterwards each group gets back its strongest cut channels up to the table's next width wherever the plan
+    still meets the target, so widths land on the block sizes the kernels run at.
     """
     candidates = []
     for group in model.channel_groups():
@@ -153,14 +181,43 @@ def enforce_budget(model: Generator, plan: Plan, costs: dict[str, LayerCost], ta
 
     # The cost only falls as k grows: bisect for the fewest candidates that meet the target (all, if none do),
     # pricing O(log n) plans instead of one per cut channel.
+    def price(p: Plan) -> float:
+        return getattr(plan_cost(model, p, costs, bits, latency), metric)
+
     low, high = 0, len(candidates)
     while low < high:
         middle = (low + high) // 2
-        if getattr(plan_cost(model, cut(middle), costs, bits), metric) <= target:
+        if price(cut(middle)) <= target:
             high = middle
         else:
             low = middle + 1
-    return cut(low)
+    chosen = cut(low)
+    if metric == "latency":
+        chosen = _refill_blocks(model, plan, chosen, candidates, price, target)
+    return chosen
+
+
+def _refill_blocks(model: Generator, plan: Plan, chosen: Plan, candidates: list, price, target: float) -> Plan:
+    """Per group, give back the strongest channels `chosen` cut (those alive in `plan`), one table width at a
+    time, for as long as the plan still meets `target`: a width the kernels round up anyway costs nothing."""
+    from gs_core.deploy.latency_table import grid_widths
+
+    cut_by_group: dict[str, list[int]] = {}
+    for _, group_name, channel in reversed(candidates):  # strongest first
+        if plan[group_name][channel] and not chosen[group_name][channel]:
+            cut_by_group.setdefault(group_name, []).append(channel)
+    for group_name, channels in cut_by_group.items():
+        widths = grid_widths(len(chosen[group_name]), prunable=True)
+        while channels:
+            kept = sum(chosen[group_name])
+            room = next(w for w in widths if w > kept) - kept
+            trial = {**chosen, group_name: list(chosen[group_name])}
+            for channel in channels[:room]:
+                trial[group_name][channel] = True
+            if price(trial) > target:
+                break
+            chosen, channels = trial, channels[room:]
+    return chosen
 
 
 def min_keep(width: int) -> int:

@@ -1,4 +1,5 @@
 """The GS training loop: proximal L1, budget mode, exact resume after a kill, clean stop on NaN."""
+import math
 import os
 import runpy
 import signal
@@ -271,3 +272,18 @@ def test_resuming_with_other_settings_or_another_model_is_refused(tiny_generator
     with pytest.raises(ValueError, match="different model"):
         fit(make_student(teacher, bits=8), fixed_batches(inputs, targets), quick_config(steps=2), tmp_path,
             progress=False)
+
+
+def test_finetune_restart_starts_a_second_cosine_at_the_freeze(tiny_generator, tmp_path):
+    teacher = tiny_generator("cartoongan")
+    inputs, targets = make_data(teacher)
+    student = make_student(teacher)
+    cfg = quick_config(steps=10, log_every=1, rho=1.0, finetune_fraction=0.5, finetune_restart=True)
+    lr = {r["step"]: r["lr"] for r in fit(student, fixed_batches(inputs, targets), cfg, tmp_path, progress=False)}
+    # steps 1-5 prune on one cosine (step s logs the rate it used, that of index s - 1), 6-10 fine-tune on another
+    assert lr[1] == pytest.approx(cfg.lr) and lr[6] == pytest.approx(cfg.lr)
+    assert lr[5] < 0.2 * cfg.lr and lr[10] < 0.2 * cfg.lr
+    plain = {r["step"]: r["lr"] for r in fit(make_student(teacher), fixed_batches(inputs, targets),
+                                             quick_config(steps=10, log_every=1, rho=1.0, finetune_fraction=0.5),
+                                             tmp_path / "plain", progress=False)}
+    assert plain[6] == pytest.approx(cfg.lr * 0.5 * (1 + math.cos(math.pi * 5 / 10)))

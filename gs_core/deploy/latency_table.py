@@ -1,0 +1,214 @@
+"""A plan's latency in milliseconds, priced from a per-conv table measured once on this machine in onnxruntime.
+
+MACs are a poor proxy for time on a CPU: onnxruntime's convs work on blocks of 8 or 16 channels, so cutting a
+channel saves nothing until a layer's width crosses a block, and a full-resolution layer costs more time per MAC
+than a deep one. NetAdapt and HALP price a pruning plan instead with each layer's measured latency at its
+candidate widths; so does this table:
+
+- every conv of the dense model, alone as an onnxruntime graph at its own input resolution (that of the model at
+  `size`), is timed for kept input and output widths on a grid (multiples of `STEP`, and the full width);
+- a plan's latency is the sum over its convs, each kept width rounded up to the grid (a partial block costs a
+  whole one), plus the rest of the network (norms, activations, padding, resampling: the measured dense model
+  minus its convs), scaled by the share of feature-map values the plan keeps.
+
+Measuring takes a few seconds for a small teacher; the table is cached under `data/cache/latency/`, keyed by the
+architecture, size, threads, onnxruntime version and CPU, so each machine measures its own.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from gs_core.checkpoint import atomic_path
+from gs_core.deploy.latency import cpu_name, median_ms
+from gs_core.deploy.onnx_export import OPSET, export_onnx
+from gs_core.deploy.runtime import OnnxGenerator, session_options
+from gs_core.models import Generator, create_generator
+from gs_core.slim.quant import conv_layers
+
+STEP = 8  # width grid: onnxruntime's NCHWc blocks are 8 (AVX2) or 16 (AVX-512) channels wide
+CACHE_DIR = Path(__file__).resolve().parents[2] / "data" / "cache" / "latency"
+TABLE_VERSION = "1"
+IR_VERSION = 8  # what onnxruntime reads for opset 17 (the installed onnx would write a newer one)
+
+
+@dataclass
+class LatencyTable:
+    """Measured milliseconds per conv on a grid of (kept inputs, kept outputs), and the rest of the dense model."""
+
+    size: int
+    threads: int
+    runtime: str
+    dense_ms: float  # the whole dense model, measured
+    rest_ms: float  # dense_ms minus its convs at full width: norms, activations, resampling
+    in_widths: dict[str, list[int]]
+    out_widths: dict[str, list[int]]
+    ms: dict[str, list[list[float]]]  # ms[conv][i][j]: in_widths[i] inputs, out_widths[j] outputs
+    out_values: dict[str, int]  # each conv's output H * W at `size`: weights the rest by feature-map values
+
+    def conv_ms(self, name: str, cin: int, cout: int) -> float:
+        """A conv's time at (cin, cout) kept channels: the entry at the grid widths just above."""
+        i = int(np.searchsorted(self.in_widths[name], cin))
+        j = int(np.searchsorted(self.out_widths[name], cout))
+        return self.ms[name][i][j]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "LatencyTable":
+        return cls(**json.loads(text))
+
+
+def plan_latency(table: LatencyTable, kept: dict[str, tuple[int, int]], full: dict[str, tuple[int, int]]) -> float:
+    """Milliseconds of the slim model with `kept` (inputs, outputs) per conv, out of `full` for the dense one."""
+    convs = sum(table.conv_ms(name, cin, cout) for name, (cin, cout) in kept.items())
+    values = sum(table.out_values[name] * cout for name, (_, cout) in kept.items())
+    dense_values = sum(table.out_values[name] * cout for name, (_, cout) in full.items())
+    return convs + table.rest_ms * values / dense_values
+
+
+def grid_widths(width: int, prunable: bool) -> list[int]:
+    """The widths a table measures for an axis of `width` channels: multiples of STEP and the width itself."""
+    if not prunable:
+        return [width]
+    return sorted({*range(STEP, width, STEP), width})
+
+
+def _conv_graph(conv: nn.Module, cin: int, cout: int, height: int, width: int) -> bytes:
+    """One conv with the layer's kernel, stride and padding, `cin` -> `cout` channels, random weights."""
+    transposed = isinstance(conv, nn.ConvTranspose2d)
+    depthwise = conv.groups > 1
+    groups = cout if depthwise else 1
+    shape = (cin, cout // groups, *conv.kernel_size) if transposed else (cout, cin // groups, *conv.kernel_size)
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.05, "w")]
+    inputs = ["x", "w"]
+    if conv.bias is not None:
+        inits.append(numpy_helper.from_array(np.zeros(cout, np.float32), "b"))
+        inputs.append("b")
+    pad_h, pad_w = conv.padding if isinstance(conv.padding, tuple) else (0, 0)  # "same"/"valid" strings: none here
+    attrs = dict(kernel_shape=list(conv.kernel_size), strides=list(conv.stride), dilations=list(conv.dilation),
+                 pads=[pad_h, pad_w, pad_h, pad_w], group=groups)
+    if transposed:
+        attrs["output_padding"] = list(conv.output_padding)
+    node = helper.make_node("ConvTranspose" if transposed else "Conv", inputs, ["y"], **attrs)
+    graph = helper.make_graph([node], "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                          [1, cin, height, width])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
+    return model.SerializeToString()
+
+
+def _median_ms(run, warmup: int, repeats: int) -> float:
+    return median_ms({"run": run}, warmup, repeats)["run"]
+
+
+def _conv_shapes(model: Generator, size: int) -> dict[str, tuple[tuple[int, int], tuple[int, int]]]:
+    """Each conv's input and output (H, W) when the model runs at size x size (meta device: shapes only)."""
+    with torch.device("meta"):
+        shadow = create_generator(model.arch, **model.config())
+    shapes, hooks = {}, []
+    for name, conv in conv_layers(shadow).items():
+        hooks.append(conv.register_forward_hook(
+            lambda module, args, out, name=name: shapes.__setitem__(name, (tuple(args[0].shape[-2:]),
+                                                                           tuple(out.shape[-2:])))))
+    with torch.no_grad():
+        shadow(torch.zeros(1, 3, size, size, device="meta"))
+    for hook in hooks:
+        hook.remove()
+    return shapes
+
+
+def prunable_axes(model: Generator) -> dict[str, tuple[bool, bool]]:
+    """Per conv: whether its input and its output channels belong to a channel group (can be pruned)."""
+    axes = {name: [False, False] for name in conv_layers(model)}
+    for group in model.channel_groups():
+        for conv, _ in group.producers:
+            axes[conv][1] = True
+        for conv, _ in group.consumers:
+            axes[conv][0] = True
+    return {name: (a, b) for name, (a, b) in axes.items()}
+
+
+def measure_table(model: Generator, size: int = 256, threads: int = 2, warmup: int = 2,
+                  repeats: int = 7) -> LatencyTable:
+    """Time every conv of the dense `model` at every grid width pair, and the dense model itself."""
+    shapes, axes = _conv_shapes(model, size), prunable_axes(model)
+    in_widths, out_widths, table = {}, {}, {}
+    x = {}
+    for name, conv in conv_layers(model).items():
+        (h, w), _ = shapes[name]
+        ins = grid_widths(conv.in_channels, axes[name][0])
+        outs = grid_widths(conv.out_channels, axes[name][1])
+        rows = []
+        for cin in ins:
+            x.setdefault((cin, h, w), np.random.default_rng(0).random((1, cin, h, w), np.float32))
+            row = []
+            for cout in outs:
+                if conv.groups > 1 and cin != cout:  # a depthwise conv keeps as many inputs as outputs
+                    row.append(float("nan"))
+                    continue
+                session = ort.InferenceSession(_conv_graph(conv, cin, cout, h, w), session_options(threads),
+                                               providers=["CPUExecutionProvider"])
+                feed = {"x": x[cin, h, w]}
+                row.append(_median_ms(lambda: session.run(None, feed), warmup, repeats))
+            rows.append(row)
+        in_widths[name], out_widths[name], table[name] = ins, outs, _monotone(rows, conv.groups > 1)
+    with tempfile.TemporaryDirectory() as folder:
+        session = OnnxGenerator(export_onnx(model, Path(folder) / "dense.onnx"), threads=threads)
+        rgb = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+        dense_ms = _median_ms(lambda: session.run(rgb), warmup, repeats)
+    convs_ms = sum(rows[-1][-1] for rows in table.values())
+    return LatencyTable(size=size, threads=threads, runtime=f"onnxruntime {ort.__version__}", dense_ms=dense_ms,
+                        rest_ms=max(0.0, dense_ms - convs_ms), in_widths=in_widths, out_widths=out_widths,
+                        ms=table, out_values={name: shapes[name][1][0] * shapes[name][1][1] for name in shapes})
+
+
+def _monotone(rows: list[list[float]], depthwise: bool) -> list[list[float]]:
+    """Never cheaper with more channels: a running maximum along both axes (timing noise would otherwise make a
+    wider layer look faster and the budget search's cost non-monotone). A depthwise conv is measured on the
+    diagonal only (as many inputs as outputs); entry (i, j) takes the diagonal's at the larger of the two."""
+    ms = np.array(rows, dtype=np.float64)
+    if depthwise:
+        index = np.arange(len(ms))
+        ms = np.diagonal(ms)[np.maximum.outer(index, index)]
+    ms = np.maximum.accumulate(np.maximum.accumulate(ms, axis=0), axis=1)
+    return ms.round(5).tolist()
+
+
+def _key(model: Generator, size: int, threads: int) -> str:
+    parts = [TABLE_VERSION, model.arch, json.dumps(model.config(), sort_keys=True), str(size), str(threads),
+             ort.__version__, platform.machine(), cpu_name()]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
+
+
+def latency_table(model: Generator, size: int = 256, threads: int = 2, cache_dir: str | Path | None = None,
+                  progress: bool = True) -> LatencyTable:
+    """The table of `model`'s architecture on this machine: from the cache (`cache_dir`, default CACHE_DIR), or
+    measured now and cached."""
+    path = Path(cache_dir or CACHE_DIR) / f"table-{_key(model, size, threads)}.json"
+    if path.is_file():
+        try:
+            return LatencyTable.from_json(path.read_text())
+        except (ValueError, TypeError):
+            pass  # a damaged cache entry is measured again
+    if progress:
+        print(f"[latency] measuring the per-layer latency table of {model.arch} at {size} px, {threads} threads "
+              f"(once on this machine; cached in {path.parent})", flush=True)
+    table = measure_table(model, size, threads)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(table.to_json())
+    return table
+
