@@ -46,10 +46,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         timed = median_ms(runners(models, COST_SIZE[0], args.threads, Path(folder), ("onnxruntime",)),
                           args.warmup, args.repeats)
-    full = widths(teacher)
     rows = []
     for model_id, model in models.items():
-        predicted, measured = plan_latency(table, widths(model), full), timed[model_id, "onnxruntime"]
+        predicted, measured = plan_latency(table, widths(model)), timed[model_id, "onnxruntime"]
         record = manifest.loc[model_id]
         rows.append({"id": model_id, "method": record["method"], "macs_removed": record["macs_removed"],
                      "predicted_ms": predicted, "measured_ms": measured, "error": predicted / measured - 1,

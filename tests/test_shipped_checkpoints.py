@@ -75,3 +75,12 @@ def test_a_students_recorded_quality_reproduces():
     assert student["macs"] == record["macs"]
     assert identity["style_retained"] == 0.0 and identity["macs"] is None
     assert read_card(CHECKPOINTS / record["path"])["metrics"]["psnr"] == record["psnr"]
+
+
+def test_the_teacher_changes_a_photo_visibly_and_beats_doing_nothing(teacher):
+    """Issue 14's contract for the embedded teacher: "output = the photo" is at most 20 dB from the teacher (a
+    student that does nothing scores low), and the teacher is at least 4 dB closer to its target than the photo."""
+    _, card = teacher
+    assert MANIFEST[1]["psnr"] <= 20.0
+    target = card["metrics_vs_target"]
+    assert target["teacher_psnr"] - target["identity_psnr"] >= 4.0

@@ -8,8 +8,10 @@ candidate widths; so does this table:
 - every conv of the dense model, alone as an onnxruntime graph at its own input resolution (that of the model at
   `size`), is timed for kept input and output widths on a grid (multiples of `STEP`, and the full width);
 - a plan's latency is the sum over its convs, each kept width rounded up to the grid (a partial block costs a
-  whole one), plus the rest of the network (norms, activations, padding, resampling: the measured dense model
-  minus its convs), scaled by the share of feature-map values the plan keeps.
+  whole one), mapped to whole-model time by a line through two whole models measured beside the table: the
+  dense model, and the model with every group at its floor (`plan.min_keep`). Convs timed alone pay a session
+  call each and are not fused with their activations, while the whole model also runs norms, padding and
+  resampling: the line absorbs both, and is exact at its two ends.
 
 Measuring takes a few seconds for a small teacher; the table is cached under `data/cache/latency/`, keyed by the
 architecture, size, threads, onnxruntime version and CPU, so each machine measures its own.
@@ -34,11 +36,12 @@ from gs_core.deploy.latency import cpu_name, median_ms
 from gs_core.deploy.onnx_export import OPSET, export_onnx
 from gs_core.deploy.runtime import OnnxGenerator, session_options
 from gs_core.models import Generator, create_generator
+from gs_core.slim.plan import dense_plan, kept_channels, min_keep
 from gs_core.slim.quant import conv_layers
 
 STEP = 8  # width grid: onnxruntime's NCHWc blocks are 8 (AVX2) or 16 (AVX-512) channels wide
 CACHE_DIR = Path(__file__).resolve().parents[2] / "data" / "cache" / "latency"
-TABLE_VERSION = "1"
+TABLE_VERSION = "2"
 IR_VERSION = 8  # what onnxruntime reads for opset 17 (the installed onnx would write a newer one)
 
 
@@ -50,17 +53,21 @@ class LatencyTable:
     threads: int
     runtime: str
     dense_ms: float  # the whole dense model, measured
-    rest_ms: float  # dense_ms minus its convs at full width: norms, activations, resampling
+    floor_ms: float  # the whole model with every group at its floor, measured
     in_widths: dict[str, list[int]]
     out_widths: dict[str, list[int]]
     ms: dict[str, list[list[float]]]  # ms[conv][i][j]: in_widths[i] inputs, out_widths[j] outputs
-    out_values: dict[str, int]  # each conv's output H * W at `size`: weights the rest by feature-map values
+    scale: float = 1.0  # whole-model ms = scale * (sum of the convs' table entries) + offset_ms
+    offset_ms: float = 0.0
 
     def conv_ms(self, name: str, cin: int, cout: int) -> float:
         """A conv's time at (cin, cout) kept channels: the entry at the grid widths just above."""
         i = int(np.searchsorted(self.in_widths[name], cin))
         j = int(np.searchsorted(self.out_widths[name], cout))
         return self.ms[name][i][j]
+
+    def convs_ms(self, kept: dict[str, tuple[int, int]]) -> float:
+        return sum(self.conv_ms(name, cin, cout) for name, (cin, cout) in kept.items())
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -70,12 +77,9 @@ class LatencyTable:
         return cls(**json.loads(text))
 
 
-def plan_latency(table: LatencyTable, kept: dict[str, tuple[int, int]], full: dict[str, tuple[int, int]]) -> float:
-    """Milliseconds of the slim model with `kept` (inputs, outputs) per conv, out of `full` for the dense one."""
-    convs = sum(table.conv_ms(name, cin, cout) for name, (cin, cout) in kept.items())
-    values = sum(table.out_values[name] * cout for name, (_, cout) in kept.items())
-    dense_values = sum(table.out_values[name] * cout for name, (_, cout) in full.items())
-    return convs + table.rest_ms * values / dense_values
+def plan_latency(table: LatencyTable, kept: dict[str, tuple[int, int]]) -> float:
+    """Milliseconds of the whole slim model whose convs keep `kept` (inputs, outputs) channels."""
+    return table.scale * table.convs_ms(kept) + table.offset_ms
 
 
 def grid_widths(width: int, prunable: bool) -> list[int]:
@@ -143,9 +147,10 @@ def prunable_axes(model: Generator) -> dict[str, tuple[bool, bool]]:
 
 def measure_table(model: Generator, size: int = 256, threads: int = 2, warmup: int = 2,
                   repeats: int = 7) -> LatencyTable:
-    """Time every conv of the dense `model` at every grid width pair, and the dense model itself."""
+    """Time every conv of the dense `model` at every grid width pair, and two whole models (dense, and every
+    group at its floor) for the line from the convs' sum to whole-model time."""
     shapes, axes = _conv_shapes(model, size), prunable_axes(model)
-    in_widths, out_widths, table = {}, {}, {}
+    in_widths, out_widths, ms = {}, {}, {}
     x = {}
     for name, conv in conv_layers(model).items():
         (h, w), _ = shapes[name]
@@ -164,15 +169,24 @@ def measure_table(model: Generator, size: int = 256, threads: int = 2, warmup: i
                 feed = {"x": x[cin, h, w]}
                 row.append(_median_ms(lambda: session.run(None, feed), warmup, repeats))
             rows.append(row)
-        in_widths[name], out_widths[name], table[name] = ins, outs, _monotone(rows, conv.groups > 1)
+        in_widths[name], out_widths[name], ms[name] = ins, outs, _monotone(rows, conv.groups > 1)
+    table = LatencyTable(size=size, threads=threads, runtime=f"onnxruntime {ort.__version__}", dense_ms=0.0,
+                         floor_ms=0.0, in_widths=in_widths, out_widths=out_widths, ms=ms)
+    floor = {group.name: [c < min_keep(width) for c in range(width)] for group, width in
+             ((g, model.widths[g.name]) for g in model.channel_groups())}
+    floor_model = create_generator(model.arch, **model.slim_config({k: sum(v) for k, v in floor.items()}))
     with tempfile.TemporaryDirectory() as folder:
-        session = OnnxGenerator(export_onnx(model, Path(folder) / "dense.onnx"), threads=threads)
         rgb = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
-        dense_ms = _median_ms(lambda: session.run(rgb), warmup, repeats)
-    convs_ms = sum(rows[-1][-1] for rows in table.values())
-    return LatencyTable(size=size, threads=threads, runtime=f"onnxruntime {ort.__version__}", dense_ms=dense_ms,
-                        rest_ms=max(0.0, dense_ms - convs_ms), in_widths=in_widths, out_widths=out_widths,
-                        ms=table, out_values={name: shapes[name][1][0] * shapes[name][1][1] for name in shapes})
+        sessions = {name: OnnxGenerator(export_onnx(m, Path(folder) / f"{name}.onnx"), threads=threads)
+                    for name, m in (("dense", model), ("floor", floor_model))}
+        whole = median_ms({name: lambda s=s: s.run(rgb) for name, s in sessions.items()}, warmup, repeats)
+    table.dense_ms, table.floor_ms = whole["dense"], whole["floor"]
+    dense_convs = table.convs_ms(kept_channels(model, dense_plan(model)))
+    floor_convs = table.convs_ms(kept_channels(model, floor))
+    if dense_convs > floor_convs:  # else (a model too narrow to prune a block) the line is a plain offset
+        table.scale = (table.dense_ms - table.floor_ms) / (dense_convs - floor_convs)
+    table.offset_ms = table.dense_ms - table.scale * dense_convs
+    return table
 
 
 def _monotone(rows: list[list[float]], depthwise: bool) -> list[list[float]]:

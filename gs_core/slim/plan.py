@@ -141,8 +141,7 @@ def plan_cost(model: Generator, plan: Plan, costs: dict[str, LayerCost], bits: d
     if latency is not None:
         from gs_core.deploy.latency_table import plan_latency
 
-        full = {name: (cost.in_channels, cost.out_channels) for name, cost in costs.items()}
-        milliseconds = plan_latency(latency, kept, full)
+        milliseconds = plan_latency(latency, kept)
     return PlanCost(params + norm_params, macs, size + norm_params * FULL_PRECISION, milliseconds)
 
 

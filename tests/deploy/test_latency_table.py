@@ -8,13 +8,13 @@ import torch
 import gs_core.deploy.latency_table as lt
 from gs_core.deploy.latency_table import LatencyTable, grid_widths, latency_table, plan_latency, prunable_axes
 from gs_core.models import create_generator
-from gs_core.slim.plan import dense_plan, enforce_budget, kept_channels, layer_costs, plan_cost
+from gs_core.slim.plan import dense_plan, enforce_budget, kept_channels, layer_costs, min_keep, plan_cost
 from gs_core.slim.quant import conv_layers
 from gs_core.slim.student import make_student
 from gs_core.slim.train import TrainConfig, fit
 
 
-def block_table(model, unit=1.0, rest=2.0) -> LatencyTable:
+def block_table(model, unit=1.0, offset=2.0) -> LatencyTable:
     """A synthetic table in which a conv costs `unit` per (8-channel input block x 8-channel output block): time
     falls only when a width crosses a block, as with onnxruntime's blocked kernels."""
     axes = prunable_axes(model)
@@ -23,9 +23,9 @@ def block_table(model, unit=1.0, rest=2.0) -> LatencyTable:
         ins[name] = grid_widths(conv.in_channels, axes[name][0])
         outs[name] = grid_widths(conv.out_channels, axes[name][1])
         ms[name] = [[unit * math.ceil(i / 8) * math.ceil(o / 8) for o in outs[name]] for i in ins[name]]
-    dense = sum(rows[-1][-1] for rows in ms.values()) + rest
-    return LatencyTable(size=64, threads=1, runtime="synthetic", dense_ms=dense, rest_ms=rest, in_widths=ins,
-                        out_widths=outs, ms=ms, out_values={name: 1 for name in ms})
+    dense = sum(rows[-1][-1] for rows in ms.values()) + offset
+    return LatencyTable(size=64, threads=1, runtime="synthetic", dense_ms=dense, floor_ms=float("nan"), in_widths=ins,
+                        out_widths=outs, ms=ms, offset_ms=offset)
 
 
 def test_grid_widths():
@@ -84,9 +84,11 @@ def test_measured_table_of_a_tiny_generator(tiny_generator, tmp_path, monkeypatc
         assert rows.shape == (len(table.in_widths[name]), len(table.out_widths[name]))
         assert (rows > 0).all() and (np.diff(rows, axis=0) >= 0).all() and (np.diff(rows, axis=1) >= 0).all()
         assert table.in_widths[name][-1] == conv.in_channels and table.out_widths[name][-1] == conv.out_channels
-    kept = kept_channels(model, dense_plan(model))
-    assert plan_latency(table, kept, kept) == pytest.approx(max(table.dense_ms, sum(
-        r[-1][-1] for r in table.ms.values())))
+    # the line from the convs' sum to whole-model time passes through both measured models
+    assert plan_latency(table, kept_channels(model, dense_plan(model))) == pytest.approx(table.dense_ms)
+    floor = {name: [c < min_keep(len(mask)) for c in range(len(mask))] for name, mask in dense_plan(model).items()}
+    if table.scale != 1.0:
+        assert plan_latency(table, kept_channels(model, floor)) == pytest.approx(table.floor_ms)
     # measured once: a second call reads the cache instead of timing again
     monkeypatch.setattr(lt, "measure_table", lambda *a, **k: pytest.fail("measured again"))
     assert latency_table(model, size=32, threads=1, cache_dir=tmp_path, progress=False) == table
@@ -117,6 +119,5 @@ def test_gs_latency_prunes_to_a_share_of_the_teachers_latency(tmp_path, monkeypa
     assert card["method"] == "gs-latency" and card["training"]["train"]["budget_metric"] == "latency"
     table = latency_table(teacher, COST_SIZE[0], LATENCY_THREADS)  # the one the run measured, from the cache
     kept = {name: (conv.in_channels, conv.out_channels) for name, conv in conv_layers(slim).items()}
-    full = {name: (conv.in_channels, conv.out_channels) for name, conv in conv_layers(teacher).items()}
-    assert plan_latency(table, kept, full) <= 0.85 * table.dense_ms + 1e-9
-    assert kept != full
+    assert plan_latency(table, kept) <= 0.85 * table.dense_ms + 1e-9
+    assert kept != {name: (conv.in_channels, conv.out_channels) for name, conv in conv_layers(teacher).items()}

@@ -25,7 +25,10 @@ def teacher_data():
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_method_runs_and_returns_a_usable_model(method, teacher_data, tmp_path):
+def test_method_runs_and_returns_a_usable_model(method, teacher_data, tmp_path, monkeypatch):
+    import gs_core.deploy.latency_table as latency_table
+
+    monkeypatch.setattr(latency_table, "CACHE_DIR", tmp_path / "latency")  # gs-latency times its table here
     teacher, inputs, outputs, targets = teacher_data
     cfg = SlimConfig(method=method, bits=8, sparsity=0.5, batch_size=2,
                      train=TrainConfig(steps=6, ndf=4, d_layers=1, log_every=1, checkpoint_every=3,
@@ -49,12 +52,15 @@ def test_method_runs_and_returns_a_usable_model(method, teacher_data, tmp_path):
 
     bits = set(layer_bits(slim).values())
     macs = count_macs(slim, (32, 32)) / count_macs(teacher, (32, 32))
-    if method in ("gs", "quant", "stacked", "stacked-scratch"):
+    if method in ("gs", "gs-latency", "quant", "stacked", "stacked-scratch"):
         assert bits == {8}
     else:
         assert bits == {32}
     if method == "quant":
         assert macs == 1.0 and card["sparsity_target"] == 0.0
+    elif method == "gs-latency":  # priced in ms (tests/deploy/test_latency_table.py checks the budget is met)
+        assert card["training"]["train"]["budget_metric"] == "latency"
+        assert card["plan"]["channels_kept"] < card["plan"]["channels_total"]
     else:
         assert macs < 0.9, f"{method} kept {macs:.0%} of the MACs"
     if method in ("gs", "prune"):
