@@ -94,9 +94,9 @@ Batches = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
 
 def resolve_precision(precision: str, model: nn.Module, device: torch.device) -> str:
     """"auto" -> "bf16" on a GPU; on the CPU "bf16" only for a generator with a conv of BF16_MIN_WIDTH channels or
-    more. Measured on a 2-core AVX-512 BF16 CPU, 1 thread: bf16 made a full-width CycleGAN ResNet-9 step (256
-    channels) 1.4x faster, but the embedded teacher (64 channels at most) 2.1x slower and its GS-8 students 1.9x
-    slower (96 px crops, batch 4), the casts costing more than the narrow convs gain."""
+    more. Measured on a 2-core AVX-512 BF16 CPU: bf16 made a full-width CycleGAN ResNet-9 GS step (256 channels,
+    256 px, 2 threads) 1.4x faster, but a step of the embedded teacher (64 channels at most, 96 px crops, batch 4,
+    1 thread) 2.1x slower and of its GS-8 students 1.9x slower."""
     if precision != "auto":
         return precision
     if device.type != "cpu":
