@@ -29,9 +29,10 @@ def block_table(model, unit=1.0, offset=2.0) -> LatencyTable:
 
 
 def test_grid_widths():
-    assert grid_widths(64, True) == [8, 16, 24, 32, 40, 48, 56, 64]
-    assert grid_widths(20, True) == [8, 16, 20]
-    assert grid_widths(4, True) == [4]
+    assert grid_widths(64, True) == [6, 8, 16, 24, 32, 40, 48, 56, 64]  # from the floor, min_keep(64) = 6
+    assert grid_widths(16, True) == [2, 4, 8, 16]
+    assert grid_widths(20, True) == [2, 4, 8, 16, 20]
+    assert grid_widths(4, True) == [1, 2, 4]
     assert grid_widths(3, False) == [3]
 
 
@@ -41,7 +42,7 @@ def test_lookup_rounds_up_to_the_next_measured_width():
     assert table.conv_ms("conv04_1", 64, 64) == 64
     assert table.conv_ms("conv04_1", 57, 64) == 64  # a partial block costs a whole one
     assert table.conv_ms("conv04_1", 56, 64) == 56
-    assert table.conv_ms("conv04_1", 1, 1) == 1
+    assert table.conv_ms("conv04_1", 6, 6) == 1 and table.conv_ms("conv04_1", 7, 7) == 1
 
 
 def test_dense_plan_prices_at_the_measured_dense_latency():
