@@ -20,7 +20,7 @@ import pandas as pd
 
 from gs_core.checkpoint import load_model
 from gs_core.deploy.latency import median_ms, runners
-from gs_core.deploy.latency_table import latency_table, plan_latency
+from gs_core.deploy.latency_table import latency_table
 from gs_core.slim.methods import COST_SIZE
 from gs_core.slim.quant import conv_layers
 
@@ -48,7 +48,7 @@ def main() -> None:
                           args.warmup, args.repeats)
     rows = []
     for model_id, model in models.items():
-        predicted, measured = plan_latency(table, widths(model)), timed[model_id, "onnxruntime"]
+        predicted, measured = table.plan_ms(widths(model)), timed[model_id, "onnxruntime"]
         record = manifest.loc[model_id]
         rows.append({"id": model_id, "method": record["method"], "macs_removed": record["macs_removed"],
                      "predicted_ms": predicted, "measured_ms": measured, "error": predicted / measured - 1,

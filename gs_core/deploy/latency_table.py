@@ -14,8 +14,9 @@ candidate widths; so does this table:
   call each and are not fused with their activations, while the whole model also runs norms, padding and
   resampling: the line absorbs both, and is exact at its two ends.
 
-Measuring takes about a minute for the embedded teacher (700 conv shapes); the table is cached under `data/cache/latency/`, keyed by the
-architecture, size, threads, onnxruntime version and CPU, so each machine measures its own.
+Measuring takes 10 to 60 s for the embedded teacher (about 700 conv shapes); the table is cached under
+`data/cache/latency/`, keyed by the architecture, size, threads, onnxruntime version and CPU, so each machine
+measures its own.
 """
 from __future__ import annotations
 
@@ -71,17 +72,21 @@ class LatencyTable:
     def convs_ms(self, kept: dict[str, tuple[int, int]]) -> float:
         return sum(self.conv_ms(name, cin, cout) for name, (cin, cout) in kept.items())
 
+    def plan_ms(self, kept: dict[str, tuple[int, int]]) -> float:
+        """Milliseconds of the whole slim model whose convs keep `kept` (inputs, outputs) channels."""
+        return self.scale * self.convs_ms(kept) + self.offset_ms
+
+    @staticmethod
+    def widths(width: int) -> list[int]:
+        """The widths measured for a prunable axis of `width` channels (the steps a kept width is priced at)."""
+        return grid_widths(width, prunable=True)
+
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, text: str) -> "LatencyTable":
         return cls(**json.loads(text))
-
-
-def plan_latency(table: LatencyTable, kept: dict[str, tuple[int, int]]) -> float:
-    """Milliseconds of the whole slim model whose convs keep `kept` (inputs, outputs) channels."""
-    return table.scale * table.convs_ms(kept) + table.offset_ms
 
 
 def grid_widths(width: int, prunable: bool) -> list[int]:

@@ -137,11 +137,7 @@ def plan_cost(model: Generator, plan: Plan, costs: dict[str, LayerCost], bits: d
         size += weights * (bits or {}).get(name, FULL_PRECISION) + biases * FULL_PRECISION
     norm_params = sum(2 * sum(plan[g.name]) * len(g.gates) for g in model.channel_groups()
                       if _norm_has_params(model, g.gates[0]))
-    milliseconds = None
-    if latency is not None:
-        from gs_core.deploy.latency_table import plan_latency
-
-        milliseconds = plan_latency(latency, kept)
+    milliseconds = None if latency is None else latency.plan_ms(kept)
     return PlanCost(params + norm_params, macs, size + norm_params * FULL_PRECISION, milliseconds)
 
 
@@ -192,21 +188,19 @@ def enforce_budget(model: Generator, plan: Plan, costs: dict[str, LayerCost], ta
             low = middle + 1
     chosen = cut(low)
     if metric == "latency":
-        chosen = _refill_blocks(model, plan, chosen, candidates, price, target)
+        chosen = _refill_blocks(plan, chosen, candidates, price, target, latency)
     return chosen
 
 
-def _refill_blocks(model: Generator, plan: Plan, chosen: Plan, candidates: list, price, target: float) -> Plan:
+def _refill_blocks(plan: Plan, chosen: Plan, candidates: list, price, target: float, latency: LatencyTable) -> Plan:
     """Per group, give back the strongest channels `chosen` cut (those alive in `plan`), one table width at a
     time, for as long as the plan still meets `target`: a width the kernels round up anyway costs nothing."""
-    from gs_core.deploy.latency_table import grid_widths
-
     cut_by_group: dict[str, list[int]] = {}
     for _, group_name, channel in reversed(candidates):  # strongest first
         if plan[group_name][channel] and not chosen[group_name][channel]:
             cut_by_group.setdefault(group_name, []).append(channel)
     for group_name, channels in cut_by_group.items():
-        widths = grid_widths(len(chosen[group_name]), prunable=True)
+        widths = latency.widths(len(chosen[group_name]))
         while channels:
             kept = sum(chosen[group_name])
             room = next(w for w in widths if w > kept) - kept

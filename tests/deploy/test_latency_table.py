@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import gs_core.deploy.latency_table as lt
-from gs_core.deploy.latency_table import LatencyTable, grid_widths, latency_table, plan_latency, prunable_axes
+from gs_core.deploy.latency_table import LatencyTable, grid_widths, latency_table, prunable_axes
 from gs_core.models import create_generator
 from gs_core.slim.plan import dense_plan, enforce_budget, kept_channels, layer_costs, min_keep, plan_cost
 from gs_core.slim.quant import conv_layers
@@ -86,10 +86,10 @@ def test_measured_table_of_a_tiny_generator(tiny_generator, tmp_path, monkeypatc
         assert (rows > 0).all() and (np.diff(rows, axis=0) >= 0).all() and (np.diff(rows, axis=1) >= 0).all()
         assert table.in_widths[name][-1] == conv.in_channels and table.out_widths[name][-1] == conv.out_channels
     # the line from the convs' sum to whole-model time passes through both measured models
-    assert plan_latency(table, kept_channels(model, dense_plan(model))) == pytest.approx(table.dense_ms)
+    assert table.plan_ms(kept_channels(model, dense_plan(model))) == pytest.approx(table.dense_ms)
     floor = {name: [c < min_keep(len(mask)) for c in range(len(mask))] for name, mask in dense_plan(model).items()}
     if table.scale != 1.0:
-        assert plan_latency(table, kept_channels(model, floor)) == pytest.approx(table.floor_ms)
+        assert table.plan_ms(kept_channels(model, floor)) == pytest.approx(table.floor_ms)
     # measured once: a second call reads the cache instead of timing again
     monkeypatch.setattr(lt, "measure_table", lambda *a, **k: pytest.fail("measured again"))
     assert latency_table(model, size=32, threads=1, cache_dir=tmp_path, progress=False) == table
@@ -120,5 +120,5 @@ def test_gs_latency_prunes_to_a_share_of_the_teachers_latency(tmp_path, monkeypa
     assert card["method"] == "gs-latency" and card["training"]["train"]["budget_metric"] == "latency"
     table = latency_table(teacher, COST_SIZE[0], LATENCY_THREADS)  # the one the run measured, from the cache
     kept = {name: (conv.in_channels, conv.out_channels) for name, conv in conv_layers(slim).items()}
-    assert plan_latency(table, kept) <= 0.85 * table.dense_ms + 1e-9
+    assert table.plan_ms(kept) <= 0.85 * table.dense_ms + 1e-9
     assert kept != {name: (conv.in_channels, conv.out_channels) for name, conv in conv_layers(teacher).items()}
