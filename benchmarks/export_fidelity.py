@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> dict:
     report = {}
     with tempfile.TemporaryDirectory() as tmp:
         for record in json.loads((args.checkpoints / "manifest.json").read_text()):
+            if record["path"] is None:  # the identity row: a reference, not a model
+                continue
             model, _ = load_model(args.checkpoints / record["path"])
             row = {"fp32": fidelity(model, export_onnx(model, Path(tmp) / "fp32.onnx"), photos)}
             if is_quantized(model):
