@@ -90,14 +90,16 @@ class LatencyTable:
 
 
 def grid_widths(width: int, prunable: bool) -> list[int]:
-    """The widths a table measures for an axis of `width` channels: multiples of STEP and the width itself, and
+    """The widths a table measures for an axis of `width` channels: multiples of STEP (of a larger multiple of it
+    past 64 channels, so that a full-width ResNet's table stays a few minutes of timing) and the width itself, and
     below STEP the group's floor and 2 and 4 channels (a conv into few outputs, the last 7x7 one, runs unblocked:
     at 256 px it takes 2.5 ms from 2 inputs, 9 ms from 8 and 21 ms from 16)."""
     if not prunable:
         return [width]
+    step = STEP * max(1, round(width / (8 * STEP)))  # about 8 steps an axis: 8 up to 64 channels, 32 for 256
     floor = min_keep(width)
-    small = {floor, *(w for w in (2, 4) if floor < w)}
-    return sorted({w for w in small if w < min(STEP, width)} | set(range(STEP, width, STEP)) | {width})
+    low = {w for w in (floor, 2, 4) if floor <= w < min(step, width)}
+    return sorted(low | set(range(step, width, step)) | {width})
 
 
 def _conv_graph(conv: nn.Module, cin: int, cout: int, height: int, width: int) -> bytes:

@@ -34,6 +34,7 @@ def test_grid_widths():
     assert grid_widths(20, True) == [2, 4, 8, 16, 20]
     assert grid_widths(4, True) == [1, 2, 4]
     assert grid_widths(3, False) == [3]
+    assert grid_widths(256, True) == [22, 32, 64, 96, 128, 160, 192, 224, 256]  # coarser past 64 channels
 
 
 def test_lookup_rounds_up_to_the_next_measured_width():
