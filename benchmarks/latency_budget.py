@@ -22,11 +22,7 @@ from gs_core.checkpoint import load_model
 from gs_core.deploy.latency import median_ms, runners
 from gs_core.deploy.latency_table import latency_table
 from gs_core.slim.methods import COST_SIZE
-from gs_core.slim.quant import conv_layers
-
-
-def widths(model) -> dict[str, tuple[int, int]]:
-    return {name: (conv.in_channels, conv.out_channels) for name, conv in conv_layers(model).items()}
+from gs_core.slim.plan import dense_plan, kept_channels
 
 
 def main() -> None:
@@ -48,7 +44,7 @@ def main() -> None:
                           args.warmup, args.repeats)
     rows = []
     for model_id, model in models.items():
-        predicted, measured = table.plan_ms(widths(model)), timed[model_id, "onnxruntime"]
+        predicted, measured = table.plan_ms(kept_channels(model, dense_plan(model))), timed[model_id, "onnxruntime"]
         record = manifest.loc[model_id]
         rows.append({"id": model_id, "method": record["method"], "macs_removed": record["macs_removed"],
                      "predicted_ms": predicted, "measured_ms": measured, "error": predicted / measured - 1,

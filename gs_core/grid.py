@@ -64,7 +64,7 @@ class GridConfig:
         Point("stacked-scratch", 0.7, 8), Point("stacked-scratch", 0.85, 8),
         # Latency budgets (a fraction of the teacher's onnxruntime latency removed) near the measured latency of
         # gs-s0.4-b32 and gs-s0.7-b32 (0.73 and 0.51 of the teacher's), to compare the two budgets at equal
-        # measured latency; gs-s0.85-b32 is already at the latency of every group at its floor.
+        # measured latency; gs-s0.85-b32 is already near the latency of every group at its floor.
         Point("gs-latency", 0.3, 32), Point("gs-latency", 0.5, 32),
     )
     size: int = 96  # training crop size

@@ -131,15 +131,14 @@ def _median_ms(run, warmup: int, repeats: int) -> float:
     return median_ms({"run": run}, warmup, repeats)["run"]
 
 
-def _conv_shapes(model: Generator, size: int) -> dict[str, tuple[tuple[int, int], tuple[int, int]]]:
-    """Each conv's input and output (H, W) when the model runs at size x size (meta device: shapes only)."""
+def _conv_inputs(model: Generator, size: int) -> dict[str, tuple[int, int]]:
+    """Each conv's input (H, W) when the model runs at size x size (meta device: shapes only)."""
     with torch.device("meta"):
         shadow = create_generator(model.arch, **model.config())
     shapes, hooks = {}, []
     for name, conv in conv_layers(shadow).items():
         hooks.append(conv.register_forward_hook(
-            lambda module, args, out, name=name: shapes.__setitem__(name, (tuple(args[0].shape[-2:]),
-                                                                           tuple(out.shape[-2:])))))
+            lambda module, args, out, name=name: shapes.__setitem__(name, tuple(args[0].shape[-2:]))))
     with torch.no_grad():
         shadow(torch.zeros(1, 3, size, size, device="meta"))
     for hook in hooks:
@@ -162,11 +161,11 @@ def measure_table(model: Generator, size: int = 256, threads: int = 2, warmup: i
                   repeats: int = 7) -> LatencyTable:
     """Time every conv of the dense `model` at every grid width pair, and two whole models (dense, and every
     group at its floor) for the line from the convs' sum to whole-model time."""
-    shapes, axes = _conv_shapes(model, size), prunable_axes(model)
+    shapes, axes = _conv_inputs(model, size), prunable_axes(model)
     in_widths, out_widths, ms = {}, {}, {}
     x = {}
     for name, conv in conv_layers(model).items():
-        (h, w), _ = shapes[name]
+        h, w = shapes[name]
         ins = grid_widths(conv.in_channels, axes[name][0])
         outs = grid_widths(conv.out_channels, axes[name][1])
         rows = []

@@ -188,16 +188,17 @@ def enforce_budget(model: Generator, plan: Plan, costs: dict[str, LayerCost], ta
             low = middle + 1
     chosen = cut(low)
     if metric == "latency":
-        chosen = _refill_blocks(plan, chosen, candidates, price, target, latency)
+        chosen = _refill_blocks(chosen, candidates, price, target, latency)
     return chosen
 
 
-def _refill_blocks(plan: Plan, chosen: Plan, candidates: list, price, target: float, latency: LatencyTable) -> Plan:
-    """Per group, give back the strongest channels `chosen` cut (those alive in `plan`), one table width at a
-    time, for as long as the plan still meets `target`: a width the kernels round up anyway costs nothing."""
+def _refill_blocks(chosen: Plan, candidates: list, price, target: float, latency: LatencyTable) -> Plan:
+    """Per group, give back the strongest `candidates` (channels alive before the cut) that `chosen` cut, one table
+    width at a time, for as long as the plan still meets `target`: a width the kernels round up anyway costs
+    nothing."""
     cut_by_group: dict[str, list[int]] = {}
     for _, group_name, channel in reversed(candidates):  # strongest first
-        if plan[group_name][channel] and not chosen[group_name][channel]:
+        if not chosen[group_name][channel]:
             cut_by_group.setdefault(group_name, []).append(channel)
     for group_name, channels in cut_by_group.items():
         widths = latency.widths(len(chosen[group_name]))
