@@ -1,12 +1,16 @@
 """Seconds per training step: GS (gates, proximal step, fake quantization) against a plain dense PyTorch step.
 
     python benchmarks/train_speed.py [--size 256] [--batches 1 4] [--steps 6] [--rounds 2] [--threads 2]
-                                     [--device cpu] [--profile] [--out benchmarks/results/train_speed.json]
+                                     [--device cpu] [--configs ...] [--profile]
+                                     [--out benchmarks/results/train_speed.json]
 
 The networks and losses are those of a CycleGAN user: ResNet-9 generator (ngf 64, random weights), PatchGAN
 discriminator (ndf 64, 3 layers), MSE x 10 + LSGAN, Adam. The plain step is the textbook fp32 loop written out
-here; the GS steps are the library's own (`run_method`, sparsity 0.5 in budget mode, so gates are pruned while
-timed), in fp32 and in bf16 (the default). Every configuration runs in this one process, `--rounds` times in
+here; the GS steps are the library's own (`run_method`, sparsity 0.5 in budget mode): pruning steps (gates,
+proximal step, budget cuts on the full-width student) and fine-tuning steps (the narrowed student, after the
+plan froze), in fp32 and in bf16 (left out by default where the CPU has no bf16 arithmetic: it is emulated
+there, several times slower). `run_0.8` is the mean step of a run that fine-tunes 80% of its steps (the grid's
+schedule), as a ratio to the plain step. Every configuration runs in this one process, `--rounds` times in
 alternating order, so load on a shared machine hits them alike; the table gives the median step, its ratio to
 the plain fp32 step, and the peak RSS of each run (VmHWM, reset before each run).
 """
@@ -22,10 +26,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from gs_core.deploy.latency import cpu_name
 from gs_core.device import resolve_device, synchronize
 from gs_core.models import PatchDiscriminator, create_generator
 from gs_core.slim.methods import SlimConfig, run_method
-from gs_core.slim.train import TrainConfig
+from gs_core.slim.train import TrainConfig, has_fast_bf16
 
 CONFIGS = ("plain fp32", "gs-32 fp32", "gs-8 fp32", "gs-32 bf16", "gs-8 bf16")
 
@@ -70,22 +75,25 @@ def plain_steps(teacher, inputs, outputs, steps: int, batch: int, device) -> lis
     return times
 
 
-def gs_steps(teacher, inputs, outputs, steps: int, batch: int, bits: int, precision: str, device) -> list[float]:
-    """The library's GS step, timed from its own log (one record per step, cumulative seconds). Every step prunes
-    (budget mode, the dearest phase: gates, proximal step, budget cuts); the last one, which also freezes the plan
-    and calibrates the clip ranges again (once per run), is left out."""
-    train = TrainConfig(steps=steps + 1, distill="mse", distill_weight=10.0, gan_weight=1.0, ndf=64, d_layers=3,
-                        log_every=1, checkpoint_every=10 ** 6, finetune_fraction=0.0, precision=precision)
+def gs_steps(teacher, inputs, outputs, steps: int, batch: int, bits: int, precision: str,
+             device) -> tuple[list[float], list[float]]:
+    """The library's GS steps, timed from its own log (one record per step, cumulative seconds): (`steps` pruning
+    steps, `steps` fine-tuning steps). The freeze step (it also narrows the student and calibrates the clip
+    ranges again, once per run) is left out."""
+    train = TrainConfig(steps=2 * steps + 2, distill="mse", distill_weight=10.0, gan_weight=1.0, ndf=64, d_layers=3,
+                        log_every=1, checkpoint_every=10 ** 6, finetune_fraction=0.5, precision=precision)
     cfg = SlimConfig(method="gs", bits=bits, sparsity=0.5, batch_size=batch, train=train)
     with tempfile.TemporaryDirectory() as run_dir:
         _, card = run_method(teacher, inputs, outputs, cfg, run_dir, progress=False, device=device)
     seconds = [0.0] + [r["seconds"] for r in card["history"]]
-    return [b - a for a, b in zip(seconds, seconds[1:])][:-1]
+    times = [b - a for a, b in zip(seconds, seconds[1:])]
+    return times[:steps], times[steps + 1:]
 
 
-def run_config(name: str, teacher, inputs, outputs, steps: int, batch: int, device) -> list[float]:
+def run_config(name: str, teacher, inputs, outputs, steps: int, batch: int, device) -> tuple[list, list]:
+    """(step times, fine-tuning step times: empty for the plain step, which has no such phase)."""
     if name == "plain fp32":
-        return plain_steps(teacher, inputs, outputs, steps, batch, device)
+        return plain_steps(teacher, inputs, outputs, steps, batch, device), []
     method, precision = name.split()
     return gs_steps(teacher, inputs, outputs, steps, batch, int(method.split("-")[1]), precision, device)
 
@@ -108,12 +116,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
+    parser.add_argument("--configs", nargs="+", choices=CONFIGS,
+                        help="default: all, less the bf16 ones where the device has no bf16 arithmetic")
     parser.add_argument("--profile", action="store_true", help="also print torch.profiler tables of GS-8 steps")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_speed.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    if args.configs is None:
+        args.configs = [c for c in CONFIGS if "bf16" not in c or has_fast_bf16(device)]
+        if len(args.configs) < len(CONFIGS):
+            print("no bf16 arithmetic on this device: bf16 configurations left out (pass --configs to time them)")
     torch.manual_seed(0)
     teacher = create_generator("cyclegan", n_blocks=9).eval()
     inputs = torch.rand(max(args.batches) * 2, 3, args.size, args.size) * 2 - 1
@@ -122,32 +135,44 @@ def main() -> None:
     results = []
     for batch in args.batches:
         times = {name: [] for name in args.configs}
+        tuning = {name: [] for name in args.configs}
         peak = {name: 0.0 for name in args.configs}
         for round_index in range(args.rounds):
             order = args.configs if round_index % 2 == 0 else args.configs[::-1]
             for name in order:
                 _reset_peak_rss()
-                times[name] += run_config(name, teacher, inputs, outputs, args.steps, batch, device)[2:]
+                pruning, finetuning = run_config(name, teacher, inputs, outputs, args.steps, batch, device)
+                times[name] += pruning[2:]  # the first two of each phase warm up
+                tuning[name] += finetuning[2:]
                 peak[name] = max(peak[name], _peak_rss_mb())
                 print(f"batch {batch} round {round_index + 1} {name}: {statistics.median(times[name]):.3f} s/it",
                       flush=True)
         reference = statistics.median(times[args.configs[0]])
         for name in args.configs:
             median = statistics.median(times[name])
-            results.append({"config": name, "batch": batch, "size": args.size, "s_per_it": round(median, 3),
-                            "ratio_to_first": round(median / reference, 3), "peak_rss_mb": round(peak[name]),
-                            "steps_timed": len(times[name])})
-    print(f"\n{'config':<12} {'batch':>5} {'s/it':>7} {'ratio':>6} {'peak RSS MB':>12}")
+            row = {"config": name, "batch": batch, "size": args.size, "s_per_it": round(median, 3),
+                   "ratio_to_first": round(median / reference, 3), "peak_rss_mb": round(peak[name]),
+                   "steps_timed": len(times[name])}
+            if tuning[name]:
+                finetune = statistics.median(tuning[name])
+                row.update(s_per_it_finetune=round(finetune, 3), ratio_finetune=round(finetune / reference, 3),
+                           ratio_run_0_8=round((0.2 * median + 0.8 * finetune) / reference, 3))
+            results.append(row)
+    print(f"\n{'config':<12} {'batch':>5} {'s/it':>7} {'ratio':>6} {'fine-tune s/it':>15} {'ratio':>6} "
+          f"{'run_0.8':>8} {'peak RSS MB':>12}")
     for r in results:
-        print(f"{r['config']:<12} {r['batch']:>5} {r['s_per_it']:>7.3f} {r['ratio_to_first']:>6.2f} "
+        tune = (f"{r['s_per_it_finetune']:>15.3f} {r['ratio_finetune']:>6.2f} {r['ratio_run_0_8']:>8.2f}"
+                if "s_per_it_finetune" in r else f"{'':>15} {'':>6} {'':>8}")
+        print(f"{r['config']:<12} {r['batch']:>5} {r['s_per_it']:>7.3f} {r['ratio_to_first']:>6.2f} {tune} "
               f"{r['peak_rss_mb']:>12}")
     if args.profile:
-        for precision in ("fp32", "bf16"):
+        for precision in sorted({name.split()[1] for name in args.configs}):
             print(f"\nGS-8 {precision}, batch {args.batches[0]}:\n"
                   + profile_gs_step(teacher, inputs, outputs, args.batches[0], precision, device))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"threads": args.threads, "device": str(device), "torch": torch.__version__,
+    out.write_text(json.dumps({"threads": args.threads, "device": str(device), "cpu": cpu_name(),
+                               "bf16_in_hardware": has_fast_bf16(device), "torch": torch.__version__,
                                "results": results}, indent=1) + "\n")
     print(f"wrote {out}")
 

@@ -9,7 +9,8 @@ from gs_core.data.teacher_cache import distillation_pairs
 from gs_core.device import resolve_device
 from gs_core.eval.cost import measure_latency
 from gs_core.slim.methods import SlimConfig, run_method
-from gs_core.slim.train import TrainConfig
+from gs_core.models import create_generator
+from gs_core.slim.train import TrainConfig, resolve_precision
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -38,6 +39,18 @@ def test_cli_with_a_missing_gpu_is_one_line(monkeypatch, tmp_path, capsys):
 def test_precision_must_be_known():
     with pytest.raises(ValueError, match="precision"):
         TrainConfig(precision="fp16")
+
+
+@pytest.mark.parametrize("bf16_in_hardware", [True, False])
+def test_auto_precision_takes_bf16_only_for_wide_models_on_a_cpu_that_computes_it(bf16_in_hardware, monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: bf16_in_hardware)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    cpu = torch.device("cpu")
+    with torch.device("meta"):
+        full_width, narrow = create_generator("cyclegan", n_blocks=9), create_generator("cyclegan", ngf=8, n_blocks=2)
+    assert resolve_precision("auto", full_width, cpu) == ("bf16" if bf16_in_hardware else "fp32")
+    assert resolve_precision("auto", narrow, cpu) == "fp32"
+    assert resolve_precision("bf16", narrow, cpu) == "bf16"  # asked for explicitly: obeyed
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

@@ -1,17 +1,100 @@
-"""Extraction: apply the plan (remove every channel whose gamma is zero) and get an ordinary, smaller model."""
+"""Extraction: apply the plan (remove every channel whose gamma is zero) and get an ordinary, smaller model.
+
+`narrowed` does the same but keeps the gates: the gated student with only its kept channels, which computes what
+the frozen student computes at a fraction of the cost. Training fine-tunes it after the plan freezes and writes
+its weights back into the full-width student (`widen_into_`), so checkpoints and extraction see one model.
+"""
 from __future__ import annotations
+
+from collections import defaultdict
 
 import torch
 
 from gs_core.models import Generator, create_generator, load_state_dict_strict
-from gs_core.slim.gates import ChannelGate
+from gs_core.slim.gates import ChannelGate, add_gates, gates_of
 from gs_core.slim.plan import Plan, plan_from_gates
 from gs_core.slim.quant import add_quantizers
 from gs_core.slim.student import spec_of
 
+Slices = dict[str, list[tuple[int, torch.Tensor]]]  # state key -> the (axis, kept indices) it is narrowed along
+GATE_STATE = ("gamma", "beta", "running_mean", "running_var")
 
-def _slice(tensor: torch.Tensor, axis: int, keep: torch.Tensor) -> torch.Tensor:
-    return tensor.index_select(axis, keep.nonzero().flatten())
+
+def plan_slices(student: Generator, plan: Plan) -> Slices:
+    """Every state entry of `student` that the plan narrows (conv weights and biases, gate parameters and
+    statistics), with the axes and indices it keeps. A conv may be narrowed on two axes (it reads one group and
+    writes another)."""
+    dead = [name for name, mask in plan.items() if not any(mask)]
+    if dead:
+        raise ValueError(f"every channel of {dead} is pruned: the network would be cut in two")
+    slices: Slices = defaultdict(list)
+    for group in student.channel_groups():
+        index = torch.tensor(plan[group.name], dtype=torch.bool).nonzero().flatten()
+        for conv, axis in group.producers:
+            slices[f"{conv}.weight"].append((axis, index))
+            slices[f"{conv}.bias"].append((0, index))
+        for conv, axis in group.consumers:
+            slices[f"{conv}.weight"].append((axis, index))
+        for name in group.gates:
+            slices.update({f"{name}.{leaf}": [(0, index)] for leaf in GATE_STATE})
+    return slices
+
+
+def narrow(tensor: torch.Tensor, slices: list[tuple[int, torch.Tensor]]) -> torch.Tensor:
+    for axis, index in slices:
+        tensor = tensor.index_select(axis, index.to(tensor.device))
+    return tensor
+
+
+@torch.no_grad()
+def widen_into_(full: torch.Tensor, part: torch.Tensor, slices: list[tuple[int, torch.Tensor]]) -> None:
+    """The inverse of `narrow`: write `part` into the kept positions of `full` (the others are left as they are)."""
+    if not slices:
+        full.copy_(part)
+        return
+    (axis, index), rest = slices[0], slices[1:]
+    index = index.to(full.device)
+    inner = full.index_select(axis, index)
+    widen_into_(inner, part, rest)
+    full.index_copy_(axis, index, inner)
+
+
+def _slim_shell(student: Generator, plan: Plan, gated: bool) -> Generator:
+    """The untrained slim architecture of `plan`, with the student's quantizers (and its gates when `gated`)."""
+    spec = spec_of(student)
+    slim = create_generator(spec["name"], **student.slim_config({n: sum(m) for n, m in plan.items()}))
+    if gated:
+        for name, gate in gates_of(add_gates(slim)).items():
+            if student.get_submodule(name).beta is None:  # an affine-free teacher norm: keep its gate beta-free
+                gate.beta = None
+    return add_quantizers(slim, spec["weight_bits"], act_bits={k: v for k, v in spec["act_bits"].items() if v},
+                          per_channel=spec["per_channel"])
+
+
+def _check_gated(student: Generator) -> None:
+    if not any(isinstance(m, ChannelGate) for m in student.modules()):
+        raise ValueError(f"nothing to extract: this {student.arch} model has no channel gates "
+                         "(extraction takes a gated GS student, as made by make_student)")
+
+
+@torch.no_grad()
+def narrowed(student: Generator, plan: Plan) -> Generator:
+    """The gated student with only the channels `plan` keeps (same gates, quantizers and clip ranges), on the
+    student's device, in its train/eval mode."""
+    _check_gated(student)
+    slices = plan_slices(student, plan)
+    slim = _slim_shell(student, plan, gated=True)
+    load_state_dict_strict(slim, {k: narrow(v, slices.get(k, [])) for k, v in student.state_dict().items()})
+    return slim.to(next(student.parameters()).device).train(student.training)
+
+
+@torch.no_grad()
+def widen_student_(student: Generator, slim: Generator, plan: Plan) -> None:
+    """Write a narrowed student's state back into the full-width `student` (the inverse of `narrowed`)."""
+    slices = plan_slices(student, plan)
+    state = student.state_dict()
+    for key, value in slim.state_dict().items():
+        widen_into_(state[key], value, slices.get(key, []))
 
 
 @torch.no_grad()
@@ -21,34 +104,19 @@ def extract(student: Generator, plan: Plan | None = None) -> Generator:
     The slim model keeps the student's quantizers (same bits, same calibrated clip ranges), so in fp32 it
     computes what the gated student computes, only with fewer channels.
     """
-    if not any(isinstance(m, ChannelGate) for m in student.modules()):
-        raise ValueError(f"nothing to extract: this {student.arch} model has no channel gates "
-                         "(extraction takes a gated GS student, as made by make_student)")
+    _check_gated(student)
     plan = plan or plan_from_gates(student)
-    keep = {name: torch.tensor(mask, dtype=torch.bool) for name, mask in plan.items()}
-    if any(not mask.any() for mask in keep.values()):
-        dead = [name for name, mask in keep.items() if not mask.any()]
-        raise ValueError(f"every channel of {dead} is pruned: the network would be cut in two")
-    spec = spec_of(student)
-    slim = create_generator(spec["name"], **student.slim_config({n: int(m.sum()) for n, m in keep.items()}))
-    add_quantizers(slim, spec["weight_bits"], act_bits={k: v for k, v in spec["act_bits"].items() if v},
-                   per_channel=spec["per_channel"])
-
-    state = {k: v.clone() for k, v in student.state_dict().items()}
+    slices = plan_slices(student, plan)
+    slim = _slim_shell(student, plan, gated=False)
+    state = {k: narrow(v, slices.get(k, [])) for k, v in student.state_dict().items()}
     for group in student.channel_groups():
-        mask = keep[group.name]
-        for conv, axis in group.producers:
-            state[f"{conv}.weight"] = _slice(state[f"{conv}.weight"], axis, mask)
-            if f"{conv}.bias" in state:
-                state[f"{conv}.bias"] = _slice(state[f"{conv}.bias"], 0, mask)
-        for conv, axis in group.consumers:
-            state[f"{conv}.weight"] = _slice(state[f"{conv}.weight"], axis, mask)
+        keep = torch.tensor(plan[group.name], dtype=torch.bool)
         for name in group.gates:
-            gate = student.get_submodule(name)
             for key in [k for k in state if k.startswith(f"{name}.")]:
                 del state[key]
+            gate = student.get_submodule(name)
             if isinstance(gate, ChannelGate):
-                exported = gate.export(mask, slim.get_submodule(name))
+                exported = gate.export(keep, slim.get_submodule(name))
                 state.update({f"{name}.{leaf}": value for leaf, value in exported.items()})
     load_state_dict_strict(slim, state)
     return slim.eval()

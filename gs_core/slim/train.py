@@ -8,7 +8,9 @@ loop, with no gammas). Weights W use Adam; gammas use plain SGD followed by the 
 + STE), so it is trained through. Switching terms off gives the baselines: gan = 0, rho = 0, bits = 32.
 
 Schedule: the first (1 - finetune_fraction) of the steps prune; then the plan is frozen (pruned gammas stay 0,
-no more L1) and the rest fine-tunes. Learning rates follow a cosine; with `finetune_restart` (when pruning) one
+no more L1) and the rest fine-tunes the narrowed student (`extract.narrowed`: the kept channels only, so each
+step costs what the slim model costs; Adam's moments are narrowed with it), written back into the full-width
+student at every checkpoint and at the end. Learning rates follow a cosine; with `finetune_restart` (when pruning) one
 cosine spans the pruning phase and a second, from the full rate, the fine-tuning. In budget mode rho is steered
 so the plan's cost follows a line down to the requested fraction of the teacher's cost, and at the freeze the
 smallest gammas are cut until the budget holds.
@@ -38,7 +40,8 @@ from tqdm import tqdm
 from gs_core.checkpoint import atomic_torch_save
 from gs_core.models import PatchDiscriminator
 from gs_core.slim.gates import gamma_parameters, gates_of, soft_threshold_
-from gs_core.slim.plan import CostModel, Plan, enforce_budget, plan_cost, plan_from_gates
+from gs_core.slim.extract import narrow, narrowed, plan_slices, widen_student_
+from gs_core.slim.plan import CostModel, Plan, dense_plan, enforce_budget, plan_cost, plan_from_gates
 from gs_core.slim.quant import calibrate_activations
 
 DISTILL_LOSSES = ("l1", "mse", "lpips", "lpips-vgg")
@@ -92,13 +95,27 @@ class TrainingDiverged(RuntimeError):
 Batches = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
 
 
+def has_fast_bf16(device: torch.device) -> bool:
+    """bf16 arithmetic in hardware: a GPU that supports it, or a CPU with AVX-512 BF16 or AMX. Without them
+    oneDNN emulates bf16, and a full-width ResNet-9 GS step ran 3.6x slower than in fp32 (on an AVX-512 Xeon
+    without BF16, 256 px, 2 threads: 6.4 against 1.76 s)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return False
+
+
 def resolve_precision(precision: str, model: nn.Module, device: torch.device) -> str:
-    """"auto" -> "bf16" on a GPU; on the CPU "bf16" only for a generator with a conv of BF16_MIN_WIDTH channels or
-    more. Measured on a 2-core AVX-512 BF16 CPU: bf16 made a full-width CycleGAN ResNet-9 GS step (256 channels,
-    256 px, 2 threads) 1.4x faster, but a step of the embedded teacher (64 channels at most, 96 px crops, batch 4,
-    1 thread) 2.1x slower and of its GS-8 students 1.9x slower."""
+    """"auto" -> "bf16" where the hardware computes bf16 (`has_fast_bf16`), and on the CPU only for a generator with
+    a conv of BF16_MIN_WIDTH channels or more; else "fp32". Measured on a 2-core AVX-512 BF16 CPU: bf16 made a
+    full-width CycleGAN ResNet-9 GS step (256 channels, 256 px, 2 threads) 1.4x faster, but a step of the embedded
+    teacher (64 channels at most, 96 px crops, batch 4, 1 thread) 2.1x slower and of its GS-8 students 1.9x
+    slower."""
     if precision != "auto":
         return precision
+    if not has_fast_bf16(device):
+        return "fp32"
     if device.type != "cpu":
         return "bf16"
     convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
@@ -155,6 +172,27 @@ def _keep_one_channel_per_group_(model: nn.Module, before: dict[int, torch.Tenso
                 gate.gamma[keep] = before[id(gate.gamma)][keep]
 
 
+def _optimizers(net: nn.Module, cfg: TrainConfig) -> tuple[list[nn.Parameter], torch.optim.Adam,
+                                                           torch.optim.SGD | None]:
+    """(gammas, Adam on every other parameter, plain SGD on the gammas or None)."""
+    gammas = gamma_parameters(net)
+    gamma_ids = {id(g) for g in gammas}
+    opt_w = torch.optim.Adam([p for p in net.parameters() if id(p) not in gamma_ids], lr=cfg.lr, betas=(0.5, 0.999))
+    return gammas, opt_w, torch.optim.SGD(gammas, lr=cfg.lr_gamma) if gammas else None
+
+
+def _narrow_moments_(opt_w: torch.optim.Adam, model: nn.Module, new_opt: torch.optim.Adam, net: nn.Module,
+                     plan: Plan) -> None:
+    """Carry Adam's moments over from the full-width student to its narrowed copy (`net`), channel by channel."""
+    slices = plan_slices(model, plan)
+    names = {id(p): name for name, p in model.named_parameters()}
+    params = dict(net.named_parameters())
+    for param, state in opt_w.state.items():
+        name = names[id(param)]
+        new_opt.state[params[name]] = {k: narrow(v, slices.get(name, [])) if v.dim() else v.clone()
+                                       for k, v in state.items()}
+
+
 def _apply_plan_(model: nn.Module, plan: Plan, weights_too: bool = True) -> None:
     """Zero the gammas of removed channels (every gate of the group) and, once the plan is frozen, the conv
     weights that write or read them. Those weights no longer change the output, but zeroing them makes the
@@ -197,12 +235,8 @@ def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Pat
     layout = torch.channels_last if precision == "bf16" else torch.contiguous_format
     model.to(device, memory_format=layout)
     disc = PatchDiscriminator(cfg.ndf, cfg.d_layers).to(device, memory_format=layout) if cfg.gan_weight > 0 else None
-    gammas = gamma_parameters(model)
-    gamma_ids = {id(g) for g in gammas}
-    weights = [p for p in model.parameters() if id(p) not in gamma_ids]
-    opt_w = torch.optim.Adam(weights, lr=cfg.lr, betas=(0.5, 0.999))
-    opt_g = torch.optim.SGD(gammas, lr=cfg.lr_gamma) if gammas else None
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.999)) if disc else None
+    gammas = gamma_parameters(model)
     distill = _distillation_loss(cfg.distill, model)
     # At least one pruning step, so even a very short run freezes a plan and meets its budget.
     prune_end = max(1, int(cfg.steps * (1 - cfg.finetune_fraction))) if gammas else 0
@@ -224,17 +258,23 @@ def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Pat
         except RuntimeError:
             raise ValueError(f"{run_dir} holds a run of a different model (other architecture or bits); "
                              f"use another run folder, or delete this one to start over") from None
-        opt_w.load_state_dict(state["opt_w"])
-        if opt_g:
-            opt_g.load_state_dict(state["opt_g"])
         if disc:
             disc.load_state_dict(state["disc"])
             opt_d.load_state_dict(state["opt_d"])
         torch.set_rng_state(state["rng"].cpu())
         start, rho, frozen, history = state["step"], state["rho"], state["plan"], state["history"]
+    # `net` is what the steps train: the student itself, or after the freeze its narrowed copy.
+    net = model if frozen is None else narrowed(model, frozen).to(memory_format=layout)
+    gammas, opt_w, opt_g = _optimizers(net, cfg)
+    if state_path.exists():
+        opt_w.load_state_dict(state["opt_w"])
+        if opt_g:
+            opt_g.load_state_dict(state["opt_g"])
     (run_dir / "config.json").write_text(json.dumps({**asdict(cfg), "precision_used": precision}, indent=1))
 
     def save(step: int):
+        if net is not model:
+            widen_student_(model, net, frozen)
         atomic_torch_save({"model": model.state_dict(), "opt_w": opt_w.state_dict(),
                            "opt_g": opt_g.state_dict() if opt_g else None,
                            "disc": disc.state_dict() if disc else None,
@@ -242,9 +282,16 @@ def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Pat
                            "step": step, "rho": rho, "plan": frozen, "history": history,
                            "config": json.dumps(asdict(cfg))}, state_path)
 
-    def cost_fraction() -> float:
-        cost = plan_cost(model, plan_from_gates(model), cost_model.costs, cost_model.bits, cost_model.latency)
+    def current_plan() -> Plan:
+        return frozen if frozen is not None else plan_from_gates(model)
+
+    def cost_fraction(plan: Plan | None = None) -> float:
+        cost = plan_cost(model, plan or current_plan(), cost_model.costs, cost_model.bits, cost_model.latency)
         return getattr(cost, cfg.budget_metric) / getattr(cost_model.reference, cfg.budget_metric)
+
+    # The gradual budget starts from the dense student's own cost: below 1 where it is priced at fewer bits than
+    # the teacher (a size budget for an 8-bit student starts at 0.25).
+    start_fraction = cost_fraction(dense_plan(model)) if cfg.budget is not None else 1.0
 
     def lr_scale(step: int) -> float:
         if not (pruning and cfg.finetune_restart):
@@ -252,7 +299,7 @@ def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Pat
         return _cosine(step, prune_end) if step < prune_end else _cosine(step - prune_end, cfg.steps - prune_end)
 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    model.train()
+    net.train()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=desc, disable=not progress,
                dynamic_ncols=True)
     t0 = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)  # seconds add up over resumes
@@ -265,7 +312,7 @@ def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Pat
                 opt_g.param_groups[0]["lr"] = cfg.lr_gamma * scale
             x, y = (t.to(device, memory_format=layout) for t in batches(step))
             with autocast:
-                fake = model(x)
+                fake = net(x)
 
             # Discriminator: teacher outputs (or targets) are real, student outputs fake (LSGAN).
             loss_d = torch.zeros(())
@@ -305,23 +352,26 @@ def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Pat
                 soft_threshold_(gammas, opt_g.param_groups[0]["lr"] * rho)
                 _keep_one_channel_per_group_(model, dict(zip((id(g) for g in gammas), before)))
                 if cfg.budget is not None:
-                    # Gradual budget: the plan's cost follows a straight line from 1 down to the budget, cutting
-                    # the channels with the smallest |gamma| (those the L1 term has pushed down) as it goes.
-                    wanted = 1 - (1 - cfg.budget) * (step + 1) / prune_end
+                    # Gradual budget: the plan's cost follows a straight line from the dense student's down to the
+                    # budget, cutting the channels with the smallest |gamma| (those the L1 term has pushed down).
+                    wanted = start_fraction - (start_fraction - cfg.budget) * (step + 1) / prune_end
                     target = wanted * getattr(cost_model.reference, cfg.budget_metric)
                     plan = enforce_budget(model, plan_from_gates(model), cost_model.costs, target, cfg.budget_metric,
                                           cost_model.bits, cost_model.latency)
                     _apply_plan_(model, plan, weights_too=False)
             if pruning and step + 1 == prune_end:
                 frozen = plan_from_gates(model)
+                _apply_plan_(model, frozen)
                 # Pruning changed what flows into each conv: clip ranges calibrated on the dense student would
                 # waste levels, so calibrate them again on this batch before fine-tuning learns them further.
                 calibrate_activations(model, x)
-            if frozen is not None:
-                _apply_plan_(model, frozen)
+                net = narrowed(model, frozen).to(memory_format=layout)
+                gammas, new_opt_w, opt_g = _optimizers(net, cfg)
+                _narrow_moments_(opt_w, model, new_opt_w, net, frozen)
+                opt_w = new_opt_w
 
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-                plan = plan_from_gates(model)
+                plan = current_plan()
                 alive = sum(sum(m) for m in plan.values()) / max(1, sum(len(m) for m in plan.values()))
                 record = {"step": step + 1, "loss": loss.item(), "distill": loss_distill.item(),
                           "gan": loss_gan.item(), "d": loss_d.item(), "rho": rho, "alive": alive, "lr": cfg.lr * scale,
@@ -335,6 +385,8 @@ def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Pat
                                 alive=f"{alive:.1%}")
             if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
                 save(step + 1)
+    if net is not model:
+        widen_student_(model, net, frozen)
     model.to("cpu", memory_format=torch.contiguous_format)
     model.eval()
     return history

@@ -6,7 +6,7 @@ from gs_core.data.images import load_rgb, to_tensor
 from gs_core.data.photoset import load_split
 from gs_core.eval.cost import count_macs, count_params
 from gs_core.models import StateDictMismatch
-from gs_core.slim.extract import extract
+from gs_core.slim.extract import extract, narrowed, widen_student_
 from gs_core.slim.gates import ChannelGate, gamma_parameters, gates_of, soft_threshold_
 from gs_core.slim.plan import dense_plan, enforce_budget, layer_costs, min_keep, plan_cost, plan_from_gates
 from gs_core.slim.quant import calibrate_activations
@@ -146,6 +146,33 @@ def test_extract_keeps_quantizers(variant, tiny_generator):
     assert sum(b is not None for b in spec["act_bits"].values()) == len(spec["act_bits"]) - 1
     with torch.no_grad():
         torch.testing.assert_close(slim(x), student(x), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ARCHS)
+def test_narrowed_student_computes_the_same_and_writes_back_into_the_full_one(variant, tiny_generator):
+    """What training fine-tunes after the freeze: the gated student with its kept channels only (gates, clip
+    ranges and all), whose new weights go back into the full-width student where extraction finds them."""
+    from gs_core.slim.train import _apply_plan_
+
+    student = make_student(tiny_generator(variant), bits=8).train()
+    prune_some_(student)
+    plan = plan_from_gates(student)
+    _apply_plan_(student, plan)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    calibrate_activations(student, x)
+    slim = narrowed(student, plan)
+    assert slim.training and len(gates_of(slim)) == len(gates_of(student))
+    assert slim.widths == {name: sum(mask) for name, mask in plan.items()}
+    with torch.no_grad():
+        torch.testing.assert_close(slim.eval()(x), student.eval()(x), rtol=0, atol=1e-5)  # eval: no dropout
+        for p in slim.parameters():  # train the narrowed copy a little (here: perturb it), then write it back
+            p.add_(0.01 * torch.randn_like(p))
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    widen_student_(student, slim, plan)
+    with torch.no_grad():
+        torch.testing.assert_close(extract(student)(x), slim(x), rtol=0, atol=1e-5)
+    changed = [k for k, v in student.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed and plan_from_gates(student) == plan  # pruned channels stay pruned
 
 
 def test_build_from_spec_rebuilds_the_same_keys(tiny_generator):

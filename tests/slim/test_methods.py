@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from gs_core.eval.cost import count_macs
+from gs_core.eval.cost import count_macs, size_bits
 from gs_core.slim.gates import ChannelGate
 from gs_core.slim.methods import METHODS, SlimConfig, run_method
 from gs_core.slim.quant import conv_layers, layer_bits
@@ -30,7 +30,9 @@ def test_method_runs_and_returns_a_usable_model(method, teacher_data, tmp_path, 
 
     monkeypatch.setattr(latency_table, "CACHE_DIR", tmp_path / "latency")  # gs-latency times its table here
     teacher, inputs, outputs, targets = teacher_data
-    cfg = SlimConfig(method=method, bits=8, sparsity=0.5, batch_size=2,
+    # gs-size: 8 bits alone make a quarter of the fp32 size, so its budget must ask for more than that
+    sparsity = 0.9 if method == "gs-size" else 0.5
+    cfg = SlimConfig(method=method, bits=8, sparsity=sparsity, batch_size=2,
                      train=TrainConfig(steps=6, ndf=4, d_layers=1, log_every=1, checkpoint_every=3,
                                        lr_gamma=0.05))
     slim, card = run_method(teacher, inputs, outputs, cfg, tmp_path, task_targets=targets, progress=False)
@@ -52,7 +54,7 @@ def test_method_runs_and_returns_a_usable_model(method, teacher_data, tmp_path, 
 
     bits = set(layer_bits(slim).values())
     macs = count_macs(slim, (32, 32)) / count_macs(teacher, (32, 32))
-    if method in ("gs", "gs-latency", "quant", "stacked", "stacked-scratch"):
+    if method in ("gs", "gs-latency", "gs-size", "quant", "stacked", "stacked-scratch"):
         assert bits == {8}
     else:
         assert bits == {32}
@@ -61,6 +63,9 @@ def test_method_runs_and_returns_a_usable_model(method, teacher_data, tmp_path, 
     elif method == "gs-latency":  # priced in ms (tests/deploy/test_latency_table.py checks the budget is met)
         assert card["training"]["train"]["budget_metric"] == "latency"
         assert card["plan"]["channels_kept"] < card["plan"]["channels_total"]
+    elif method == "gs-size":
+        assert card["training"]["train"]["budget_metric"] == "size_bits"
+        assert size_bits(slim) <= 0.11 * size_bits(teacher)
     else:
         assert macs < 0.9, f"{method} kept {macs:.0%} of the MACs"
     if method in ("gs", "prune"):

@@ -123,18 +123,19 @@ def _saved_step(path: Path) -> int:
         return -1
 
 
-def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("kill_after", [4, 14])  # pruning; fine-tuning the narrowed student (frozen at step 12)
+def test_resume_after_kill_matches_uninterrupted_run(kill_after, tmp_path):
     script = tmp_path / "job.py"
     script.write_text(RESUME_SCRIPT.format(tests=str(TESTS)))
     killed, straight = tmp_path / "killed", tmp_path / "straight"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
 
-    # 1. start, wait until a checkpoint at step >= 4 exists, kill -9 mid-run
+    # 1. start, wait until a checkpoint at step >= kill_after exists, kill -9 mid-run
     job = subprocess.Popen([sys.executable, str(script), str(killed), "0.3"], env=env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 90
     try:
-        while _saved_step(killed / STATE) < 4:
+        while _saved_step(killed / STATE) < kill_after:
             assert job.poll() is None, f"training job ended early: {job.stderr.read().decode()[-2000:]}"
             assert time.monotonic() < deadline, "no checkpoint within 90 s"
             time.sleep(0.05)
@@ -143,7 +144,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
         job.wait(timeout=30)
     assert job.returncode == -signal.SIGKILL
     step_at_kill = _saved_step(killed / STATE)
-    assert 4 <= step_at_kill < 16 and not (killed / "final.pt").exists()
+    assert kill_after <= step_at_kill < 16 and not (killed / "final.pt").exists()
 
     # 2. the same command again finishes the run from the checkpoint
     done = subprocess.run([sys.executable, str(script), str(killed), "0"], env=env, capture_output=True,
