@@ -1,19 +1,21 @@
-"""CPU latency of the teacher and every shipped student in PyTorch eager, ONNX fp32 and ONNX int8, in one process.
+"""CPU latency of the teacher and every shipped student in PyTorch eager, ONNX fp32 and ONNX int8 (onnxruntime, and
+OpenVINO where it is installed), in one process.
 
     python benchmarks/latency.py [--checkpoints checkpoints] [--only ID ...] [--sizes 256 512] [--threads 2]
                                  [--warmup 3] [--repeats 20] [--out benchmarks/results/latency.json] [--plot benchmarks/results/latency.html]
                                  [--update-manifest]
 
-Every (model, runtime) pair is timed round-robin (gs_core.deploy.latency.median_ms) with fixed threads (torch and
-onnxruntime alike), one 1 x 3 x SIZE x SIZE stylization per call. Prints, per size, the median milliseconds, the
-speed-up over the teacher in the same runtime and, beside it, the MACs reduction; writes them as JSON with what
-they depend on, and a plot (HTML) of MACs reduction against measured speed-up. `--update-manifest` writes the
-256 px numbers into the cards and the manifest: `latency_ms` in the model's deployed runtime (field `runtime`),
-`latency_ms_torch` in PyTorch eager; nothing else in the cards changes.
+Every (model, runtime) pair is timed round-robin (gs_core.deploy.latency.median_ms) with fixed threads (torch,
+onnxruntime and OpenVINO alike), one 1 x 3 x SIZE x SIZE stylization per call. Prints, per size, the median
+milliseconds, the speed-up over the teacher in the same runtime and, beside it, the MACs reduction; writes them as
+JSON with what they depend on, and a plot (HTML) of MACs reduction against measured speed-up. `--update-manifest`
+writes the 256 px numbers into the cards and the manifest: `latency_ms` in the model's deployed runtime (field
+`runtime`), `latency_ms_torch` in PyTorch eager; nothing else in the cards changes.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import tempfile
 from pathlib import Path
@@ -29,6 +31,10 @@ from gs_core.grid import write_manifest
 MANIFEST_SIZE = 256  # the size every other cost in the manifest is measured at
 
 
+def _openvino_version() -> str | None:
+    return importlib.metadata.version("openvino") if "openvino" in RUNTIMES else None
+
+
 def table(results: dict, records: dict) -> list[dict]:
     """One row per model: ms per runtime, speed-up over the teacher in that runtime, MACs reduction."""
     teacher = results["teacher"]
@@ -37,8 +43,8 @@ def table(results: dict, records: dict) -> list[dict]:
         row = {"id": model_id, "macs_reduction": records["teacher"]["macs"] / records[model_id]["macs"]}
         for runtime, ms in by_runtime.items():
             row[f"{runtime}_ms"] = ms
-            # int8 has no teacher of its own: compared with the teacher's fp32 export, which it replaces
-            row[f"{runtime}_speedup"] = teacher.get(runtime, teacher["onnxruntime"]) / ms
+            # int8 has no teacher of its own: compared with the teacher's fp32 export in the same engine
+            row[f"{runtime}_speedup"] = teacher.get(runtime, teacher[runtime.removesuffix("-int8")]) / ms
         rows.append(row)
     return rows
 
@@ -98,7 +104,8 @@ def main(argv: list[str] | None = None) -> dict:
     models = {i: load_model(paths[i])[0] for i in ids}
     torch.set_num_threads(args.threads)
     report = {"device": f"cpu: {cpu_name()}", "threads": args.threads, "torch": torch.__version__,
-              "onnxruntime": onnxruntime.__version__, "warmup": args.warmup, "repeats": args.repeats, "sizes": {}}
+              "onnxruntime": onnxruntime.__version__, "openvino": _openvino_version(), "warmup": args.warmup,
+              "repeats": args.repeats, "sizes": {}}
     with tempfile.TemporaryDirectory() as folder:
         for size in args.sizes:
             timed = median_ms(runners(models, size, args.threads, Path(folder)), args.warmup, args.repeats)

@@ -77,10 +77,10 @@ def cmd_stylize(args) -> int:
     from PIL import Image
 
     device = resolve_device(args.device)
-    if Path(args.model).suffix == ".onnx":  # an exported model runs in onnxruntime, on the CPU
-        from gs_core.deploy.runtime import OnnxGenerator
+    if Path(args.model).suffix == ".onnx":  # an exported model runs in onnxruntime (or OpenVINO), on the CPU
+        from gs_core.deploy.runtime import ENGINES
 
-        model, device = OnnxGenerator(args.model), torch.device("cpu")
+        model, device = ENGINES[args.engine](args.model), torch.device("cpu")
     else:
         model = load_model(args.model)[0].to(device)
     out = Path(args.out)
@@ -247,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=str(DEFAULT_TEACHER))
     p.add_argument("--out", required=True)
     p.add_argument("--max-side", type=int, default=1024, help="downscale larger images (default 1024)")
+    p.add_argument("--engine", choices=("onnxruntime", "openvino"), default="onnxruntime",
+                   help="the runtime an .onnx model runs in (default onnxruntime; openvino where installed)")
     _add_device_arg(p)
     p.set_defaults(run=cmd_stylize)
 

@@ -72,13 +72,12 @@ class GridConfig:
     )
     size: int = 96  # training crop size
     batch_size: int = 4
-    # 1,000 steps: the knee of quality against steps (scripts/steps_study.py). Prune in the first fifth, then
-    # fine-tune on a cosine of its own: on the validation photos (85% MACs removed, 8 bits, 300 steps) that lifted
-    # GS from 31.59 to 32.49 dB and the stacked baseline from 32.52 to 33.10 dB over pruning in 60% of the steps
-    # on one cosine.
+    # 1,000 steps: the knee of quality against steps (scripts/steps_study.py). TrainConfig's schedule (prune in the
+    # first fifth, then fine-tune on a cosine of its own) was chosen here: on the validation photos (85% MACs
+    # removed, 8 bits, 300 steps) it lifted GS from 31.59 to 32.49 dB and the stacked baseline from 32.52 to 33.10 dB
+    # over pruning in 60% of the steps on one cosine.
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=1000, lr=2e-4, lr_gamma=0.05, finetune_fraction=0.8, finetune_restart=True, distill_weight=10.0,
-        gan_weight=1.0, ndf=16, checkpoint_every=50, log_every=10))
+        steps=1000, ndf=16, checkpoint_every=50, log_every=10))
     # Sparsities that also get a mixed-precision GS student. Its bits average `mixed_average_bits` per weight,
     # and it is pruned to exactly the size in bits of the uniform `mixed_reference_bits` GS student at the same
     # sparsity (trained first), so the two compare at equal size.

@@ -1,8 +1,9 @@
 """Latency of models in the runtimes they can be deployed to, timed interleaved in one process.
 
 Runtimes: `pytorch` (eager, the checkpoint as it is), `onnxruntime` (the fp32 export) and `onnxruntime-int8` (the
-int8 export, quantized students only). A model's deployed runtime is onnxruntime-int8 when it is quantized, else
-onnxruntime: what `python -m gs_core export` gives it.
+int8 export, quantized students only), and where OpenVINO is installed `openvino` and `openvino-int8`, the same
+two files on OpenVINO's CPU plugin. A model's deployed runtime is onnxruntime-int8 when it is quantized, else
+onnxruntime: what `python -m gs_core export` gives it and every user has.
 """
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from pathlib import Path
 import torch
 
 from gs_core.deploy.onnx_export import export_onnx, is_quantized
-from gs_core.deploy.runtime import OnnxGenerator
+from gs_core.deploy.runtime import OnnxGenerator, OpenVinoGenerator, has_openvino
 
-RUNTIMES = ("pytorch", "onnxruntime", "onnxruntime-int8")
+RUNTIMES = ("pytorch", "onnxruntime", "onnxruntime-int8") + (("openvino", "openvino-int8") if has_openvino() else ())
+EXPORTED = {"onnxruntime": (OnnxGenerator, False), "onnxruntime-int8": (OnnxGenerator, True),
+            "openvino": (OpenVinoGenerator, False), "openvino-int8": (OpenVinoGenerator, True)}
 
 
 def cpu_name() -> str:
@@ -64,10 +67,12 @@ def runners(models: dict[str, torch.nn.Module], size: int, threads: int, folder:
         model.eval()
         if "pytorch" in runtimes:
             out[name, "pytorch"] = lambda model=model: _eager(model, rgb)
-        for runtime, int8 in (("onnxruntime", False), ("onnxruntime-int8", True)):
+        for runtime, (engine, int8) in EXPORTED.items():
             if runtime in runtimes and (not int8 or is_quantized(model)):
-                path = export_onnx(model, Path(folder) / f"{name}-{runtime}.onnx", int8=int8)
-                session = OnnxGenerator(path, threads=threads)
+                path = Path(folder) / f"{name}-{'int8' if int8 else 'fp32'}.onnx"
+                if not path.exists():
+                    export_onnx(model, path, int8=int8)
+                session = engine(path, threads=threads)
                 out[name, runtime] = lambda session=session: session.run(rgb)
     return out
 

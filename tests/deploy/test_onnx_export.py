@@ -1,4 +1,5 @@
-"""ONNX export: fp32 parity at any size, int8 with the student's own scales, the command line around it."""
+"""ONNX export: fp32 parity at any size, int8 with the student's own scales (on onnxruntime, and on OpenVINO where
+it is installed), the command line around it."""
 import math
 from collections import Counter
 
@@ -12,10 +13,16 @@ from PIL import Image
 from gs_core.checkpoint import save_model
 from gs_core.cli import main
 from gs_core.deploy.onnx_export import export_onnx, to_onnx
-from gs_core.deploy.runtime import OnnxGenerator
+from gs_core.deploy.runtime import OnnxGenerator, OpenVinoGenerator, has_openvino, unsigned_activations
 from gs_core.slim.quant import ActivationQuantizer, calibrate_activations
 from gs_core.slim.student import make_student
 from tiny_models import TINY_CONFIGS
+
+
+# The runtimes an exported file is checked on: the tolerances are the same for both.
+ENGINES = [pytest.param(OnnxGenerator, id="onnxruntime"),
+           pytest.param(OpenVinoGenerator, id="openvino",
+                        marks=pytest.mark.skipif(not has_openvino(), reason="OpenVINO is not installed"))]
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -30,10 +37,11 @@ def _student(tiny_generator, rgb_batch, bits: int, variant: str = "cartoongan_sk
     return student.eval()
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("variant", sorted(TINY_CONFIGS))
-def test_fp32_export_matches_pytorch_at_any_size(variant, tiny_generator, rgb_batch, tmp_path):
+def test_fp32_export_matches_pytorch_at_any_size(variant, engine, tiny_generator, rgb_batch, tmp_path):
     model = tiny_generator(variant)
-    session = OnnxGenerator(export_onnx(model, tmp_path / "m.onnx"), threads=1)
+    session = engine(export_onnx(model, tmp_path / "m.onnx"), threads=1)
     # one graph, sizes that need no padding, odd sizes that need it, a batch of two, the smallest side allowed
     for n, h, w in ((1, 32, 32), (1, 37, 22), (2, 13, 40), (1, session.min_side, 9)):
         rgb = rgb_batch(n, h, w, seed=h)
@@ -70,10 +78,11 @@ def test_int8_export_uses_the_students_own_scales_in_qdq_pairs(tiny_generator, r
     assert codes and all(c.dtype == np.int8 and np.abs(c).max() == 127 for c in codes)  # per-channel max is 127
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("variant", ["cartoongan_skip", "cyclegan_instance"])
-def test_int8_export_reproduces_the_fake_quantized_student(variant, tiny_generator, rgb_batch, tmp_path):
+def test_int8_export_reproduces_the_fake_quantized_student(variant, engine, tiny_generator, rgb_batch, tmp_path):
     student = _student(tiny_generator, rgb_batch, 8, variant)
-    session = OnnxGenerator(export_onnx(student, tmp_path / "s.onnx", int8=True), threads=1)
+    session = engine(export_onnx(student, tmp_path / "s.onnx", int8=True), threads=1)
     rgb = rgb_batch(2, 40, 48, seed=5)
     with torch.inference_mode():
         expected = student.stylize(rgb)
@@ -82,7 +91,45 @@ def test_int8_export_reproduces_the_fake_quantized_student(variant, tiny_generat
     assert _psnr(session.stylize(rgb), expected) >= 35
 
 
-def test_4_bit_student_keeps_its_levels_in_the_int8_container(tiny_generator, rgb_batch, tmp_path):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_shipped_8_bit_student_runs_in_integer_arithmetic_as_trained(engine, rgb_batch, tmp_path):
+    """The full-size case: OpenVINO once computed this student's colour head (signed int8 inputs) 23 dB off."""
+    from gs_core.checkpoint import load_model
+
+    student, _ = load_model("checkpoints/grid/gs-s0.85-b8")
+    rgb = rgb_batch(1, 64, 80, seed=3)
+    with torch.inference_mode():
+        expected = student.stylize(rgb)
+    assert _psnr(engine(export_onnx(student, tmp_path / "s.onnx", int8=True), threads=1).stylize(rgb), expected) >= 35
+
+
+def test_unsigned_form_of_signed_activations_is_the_same_graph(tiny_generator, rgb_batch, tmp_path):
+    student = _student(tiny_generator, rgb_batch, 8, "cartoongan")  # a signed residual trunk
+    proto = to_onnx(student, int8=True)
+    unsigned = unsigned_activations(proto)
+    zeros = {i.name: numpy_helper.to_array(i) for i in unsigned.graph.initializer if i.name.endswith(".act.zero")}
+    assert any(v == 128 for v in zeros.values()) and all(v.dtype == np.uint8 for v in zeros.values())
+    onnx.save(proto, tmp_path / "signed.onnx")
+    onnx.save(unsigned, tmp_path / "unsigned.onnx")
+    rgb = rgb_batch(1, 40, 48, seed=2)
+    signed_out = OnnxGenerator(tmp_path / "signed.onnx", threads=1).run(rgb)
+    # the same levels: equal here; MSE <= 1e-6 (60 dB) leaves room for another CPU's kernels rounding a tie otherwise
+    unsigned_out = OnnxGenerator(tmp_path / "unsigned.onnx", threads=1).run(rgb)
+    assert float(((unsigned_out - signed_out) ** 2).mean()) <= 1e-6
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_damaged_onnx_file_is_one_clear_error(engine, tiny_generator, tmp_path):
+    from gs_core.checkpoint import CheckpointError
+
+    path = export_onnx(tiny_generator("cartoongan"), tmp_path / "m.onnx")
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(CheckpointError, match="not a readable ONNX model"):
+        engine(path, threads=1)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_4_bit_student_keeps_its_levels_in_the_int8_container(engine, tiny_generator, rgb_batch, tmp_path):
     student = _student(tiny_generator, rgb_batch, 4)
     proto = to_onnx(student, int8=True)
     ops = Counter(node.op_type for node in proto.graph.node)
@@ -95,7 +142,7 @@ def test_4_bit_student_keeps_its_levels_in_the_int8_container(tiny_generator, rg
         expected = student.stylize(rgb)
     # A flipped tie moves an activation by one 4-bit step (16x an 8-bit one); the bound is 35 dB as for 8 bits,
     # where this measures above 100 dB (no tie flipped). Without the clamp it measured 13 dB.
-    assert _psnr(OnnxGenerator(tmp_path / "s.onnx", threads=1).stylize(rgb), expected) >= 35
+    assert _psnr(engine(tmp_path / "s.onnx", threads=1).stylize(rgb), expected) >= 35
 
 
 def test_fp32_export_of_a_quantized_student_keeps_its_levels(tiny_generator, rgb_batch, tmp_path):
@@ -125,11 +172,26 @@ def test_cli_exports_a_gated_student_by_extracting_it(tiny_generator, tmp_path, 
     assert OnnxGenerator(tmp_path / "s.onnx").run(torch.rand(1, 3, 16, 16)).shape == (1, 3, 16, 16)
 
 
-def test_cli_stylize_accepts_an_onnx_file(tiny_generator, tmp_path):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_cli_stylize_accepts_an_onnx_file(engine, tiny_generator, tmp_path):
     path = export_onnx(tiny_generator("cartoongan"), tmp_path / "m.onnx")
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (21, 30, 3), dtype=np.uint8)).save(tmp_path / "a.png")
-    assert main(["stylize", str(tmp_path / "a.png"), "--model", str(path), "--out", str(tmp_path / "out")]) == 0
+    name = "openvino" if engine is OpenVinoGenerator else "onnxruntime"
+    assert main(["stylize", str(tmp_path / "a.png"), "--model", str(path), "--out", str(tmp_path / "out"),
+                 "--engine", name]) == 0
     assert Image.open(tmp_path / "out" / "a.png").size == (30, 21)
+
+
+def test_cli_stylize_without_openvino_is_one_clear_line(tiny_generator, tmp_path, capsys, monkeypatch):
+    import gs_core.deploy.runtime as runtime
+
+    monkeypatch.setattr(runtime, "has_openvino", lambda: False)
+    path = export_onnx(tiny_generator("cartoongan"), tmp_path / "m.onnx")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    assert main(["stylize", str(tmp_path / "a.png"), "--model", str(path), "--out", str(tmp_path / "o"),
+                 "--engine", "openvino"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "OpenVINO is not installed" in err and "\n" not in err
 
 
 @pytest.mark.parametrize("case", ["format", "unwritable", "damaged", "int8_float"])

@@ -46,7 +46,7 @@ def test_proximal_l1_gives_exact_zeros(tiny_generator, tmp_path):
     before = torch.cat([g.detach().clone() for g in gamma_parameters(make_student(teacher))])
 
     pruned = make_student(teacher)
-    history = fit(pruned, fixed_batches(inputs, targets), quick_config(rho=4.0, lr_gamma=0.05), tmp_path / "l1",
+    history = fit(pruned, fixed_batches(inputs, targets), quick_config(rho=4.0, finetune_fraction=0.25), tmp_path / "l1",
                   progress=False)
     gammas = torch.cat([g.detach() for g in gamma_parameters(pruned)])
     zeros = int((gammas == 0).sum())
@@ -110,7 +110,7 @@ def batches(step):
     return inputs[i:i + 2], targets[i:i + 2]
 
 cfg = TrainConfig(steps=16, lr=1e-3, rho=1.0, lr_gamma=0.05, ndf=4, d_layers=1, checkpoint_every=2,
-                  log_every=2)
+                  log_every=2, finetune_fraction=0.25)
 fit(student, batches, cfg, run_dir, progress=False)
 torch.save(student.state_dict(), run_dir + "/final.pt")
 """
@@ -285,6 +285,7 @@ def test_finetune_restart_starts_a_second_cosine_at_the_freeze(tiny_generator, t
     assert lr[1] == pytest.approx(cfg.lr) and lr[6] == pytest.approx(cfg.lr)
     assert lr[5] < 0.2 * cfg.lr and lr[10] < 0.2 * cfg.lr
     plain = {r["step"]: r["lr"] for r in fit(make_student(teacher), fixed_batches(inputs, targets),
-                                             quick_config(steps=10, log_every=1, rho=1.0, finetune_fraction=0.5),
+                                             quick_config(steps=10, log_every=1, rho=1.0, finetune_fraction=0.5,
+                                                          finetune_restart=False),
                                              tmp_path / "plain", progress=False)}
     assert plain[6] == pytest.approx(cfg.lr * 0.5 * (1 + math.cos(math.pi * 5 / 10)))
