@@ -1,11 +1,15 @@
 """scripts/seeds_study.py at a tiny size: the quick preset, two seeds, GS against stacked at one sparsity."""
 from __future__ import annotations
 
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from gs_core.checkpoint import read_card
 from gs_core.teacher import preset, train_teacher
+
+VAL = Path(__file__).resolve().parent.parent / "data" / "photos" / "val"
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +32,24 @@ def test_each_seed_is_its_own_grid_and_the_gap_is_paired(seeds_study, tmp_path):
                                reuse_grid=tmp_path / "seeds" / "seed-0")
     pd.testing.assert_frame_equal(reused, rows.iloc[:2])
     assert not list((tmp_path / "again").glob("seed-0/runs/*/*-s0.5-b8"))  # no point's training run
+
+
+def test_a_changed_setting_is_measured_on_the_photos_asked_for(seeds_study, tmp_path):
+    train_teacher(preset("quick"), tmp_path / "teacher", tmp_path / "runs" / "teacher", progress=False)
+    points = ["gs-s0.5-b8"]
+    test = seeds_study.study([0], points, tmp_path / "teacher", tmp_path / "base", preset="quick")
+    val = seeds_study.study([0], points, tmp_path / "teacher", tmp_path / "base", preset="quick",
+                            photos=VAL)
+    changed = seeds_study.study([0], points, tmp_path / "teacher", tmp_path / "lr", preset="quick",
+                                train_changes={"lr": 1e-2}, photos=VAL)
+    assert val["psnr"].notna().all() and val.loc[0, "psnr"] != test.loc[0, "psnr"]  # other photos, same student
+    assert changed.loc[0, "psnr"] != val.loc[0, "psnr"]  # another setting trains another student
+    assert read_card(tmp_path / "lr" / "seed-0" / "grid" / "gs-s0.5-b8")["training"]["train"]["lr"] == 1e-2
+    with pytest.raises(ValueError, match="not a training setting: lrr"):
+        seeds_study.study([0], points, tmp_path / "teacher", tmp_path / "x", preset="quick", train_changes={"lrr": 1})
+    with pytest.raises(ValueError, match="reuse-grid"):
+        seeds_study.study([0], points, tmp_path / "teacher", tmp_path / "x", preset="quick",
+                          train_changes={"lr": 1e-2}, reuse_grid=tmp_path / "base" / "seed-0")
 
 
 def test_summary_on_known_numbers(seeds_study):
