@@ -23,7 +23,7 @@ from pages.store import DIFF_GAIN, ModelGrid, Photo, Stylized, load_photo
 
 THUMBNAIL_SIDE = 160
 METHOD_NAMES = {"teacher": "Teacher", "gs": "GAN Slimming", "gs-latency": "GAN Slimming, latency budget",
-                "distill": "Distillation only",
+                "gs-size": "GAN Slimming, size budget", "distill": "Distillation only",
                 "prune": "Pruning only", "quant": "Quantization only",
                 "stacked": "Prune the teacher, then distil, then quantize",
                 "stacked-scratch": "Distil from scratch, then prune, then quantize"}
@@ -101,13 +101,16 @@ def _eager_latency(row) -> str:
     return "n/a" if eager is None or pd.isna(eager) else f"{eager:.1f} ms"
 
 
+TARGET_NAMES = {"gs-latency": "latency removed", "gs-size": "size removed"}  # the others remove MACs
+
+
 def card_markdown(grid: ModelGrid, model_id: str, result: Stylized | None = None) -> str:
     """The student's card: its costs next to the teacher's, and its quality (this photo and the test set)."""
     row, teacher = grid.table.loc[model_id], grid.table.loc[grid.teacher_id]
     method = row["method"]
     head = METHOD_NAMES.get(method, method)
     if method != "teacher":
-        target = "latency removed" if method == "gs-latency" else "sparsity target"
+        target = TARGET_NAMES.get(method, "sparsity target")
         head += f" · {float(row['sparsity_target']):.0%} {target} · {row['bits_label']}-bit"
     at = {key: f"{int(r['eval_size'])}×{int(r['eval_size'])}" if pd.notna(r["eval_size"]) else "size unknown"
           for key, r in (("model", row), ("teacher", teacher))}

@@ -155,6 +155,14 @@ def test_pages_on_an_animeganv2_grid(tmp_path, photo):
     assert gammas.data
 
 
+def test_card_names_what_each_budget_removes(tmp_path):
+    grid = ModelGrid(build_fake_grid(tmp_path, sparsities=(0.5,), bits=(8,),
+                                     extra=(("gs-latency", 0.3, 32), ("gs-size", 0.9, 8))))
+    assert "GAN Slimming · 50% sparsity target · 8-bit" in card_markdown(grid, "gs-s0.5-b8")
+    assert "latency budget · 30% latency removed" in card_markdown(grid, "gs-latency-s0.3-b32")
+    assert "size budget · 90% size removed · 8-bit" in card_markdown(grid, "gs-size-s0.9-b8")
+
+
 def test_onnx_download_is_the_deployed_export_and_written_once(grid):
     quantized, full = grid.onnx_file("gs-s0.25-b8"), grid.onnx_file("gs-s0.25-b32")
     assert quantized.name == "gs-s0.25-b8-int8.onnx" and full.name == "gs-s0.25-b32.onnx"
