@@ -78,7 +78,7 @@ def plain_steps(teacher, inputs, outputs, steps: int, batch: int, device) -> lis
 def gs_steps(teacher, inputs, outputs, steps: int, batch: int, bits: int, precision: str,
              device) -> tuple[list[float], list[float]]:
     """The library's GS steps, timed from its own log (one record per step, cumulative seconds): (`steps` pruning
-    steps, `steps` fine-tuning steps). The freeze step (it also narrows the student and calibrates the clip
+    steps, `steps` + 1 fine-tuning steps). The freeze step (it also narrows the student and calibrates the clip
     ranges again, once per run) is left out."""
     train = TrainConfig(steps=2 * steps + 2, distill="mse", distill_weight=10.0, gan_weight=1.0, ndf=64, d_layers=3,
                         log_every=1, checkpoint_every=10 ** 6, finetune_fraction=0.5, precision=precision)
