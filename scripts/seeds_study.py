@@ -51,11 +51,12 @@ def study(seeds: list[int], points: list[str], teacher: str | Path, out: str | P
         run_dir = Path(out) / f"seed-{seed}" / "runs"
         manifest = run_grid(replace(cfg, train=replace(cfg.train, seed=seed, **changes)), teacher, folder, run_dir,
                             only=points, progress=False).set_index("id")
+        quality = manifest  # measured on the grid's test photos
         if photos is not None:
-            measured = evaluate_models([folder / manifest.loc[p, "path"] for p in points], photos,
-                                       folder / TEACHER_FOLDER, metrics=METRICS, size=cfg.eval_size, progress=False)
-            manifest = measured.assign(id=points).set_index("id")
-        rows += [{"seed": seed, "id": point, **{m: manifest.loc[point, m] for m in METRICS}} for point in points]
+            quality = evaluate_models([folder / manifest.loc[p, "path"] for p in points], photos,
+                                      folder / TEACHER_FOLDER, metrics=METRICS, size=cfg.eval_size,
+                                      progress=False).assign(id=points).set_index("id")
+        rows += [{"seed": seed, "id": point, **{m: quality.loc[point, m] for m in METRICS}} for point in points]
     return pd.DataFrame(rows)
 
 

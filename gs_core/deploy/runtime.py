@@ -34,6 +34,13 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     return options
 
 
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    return path
+
+
 def _check_names(path: Path, inputs: list[str], outputs: list[str]) -> None:
     if inputs != [INPUT] or outputs != [OUTPUT]:
         raise CheckpointError(f"{path}: an ONNX model with inputs {inputs} and outputs {outputs}, not a GS "
@@ -49,9 +56,7 @@ class OnnxGenerator:
     """An exported graph (gs_core.deploy.onnx_export) on onnxruntime's CPU provider."""
 
     def __init__(self, path: str | Path, threads: int | None = None):
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"{path}: no such file")
+        path = _existing(path)
         try:
             self.session = ort.InferenceSession(str(path), session_options(threads),
                                                 providers=["CPUExecutionProvider"])
@@ -101,9 +106,7 @@ class OpenVinoGenerator(OnnxGenerator):
             raise ValueError("OpenVINO is not installed here (pip install openvino); use --engine onnxruntime")
         import openvino as ov
 
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"{path}: no such file")
+        path = _existing(path)
         try:
             proto = unsigned_activations(onnx.load(path))
             core = ov.Core()
