@@ -108,15 +108,13 @@ def extract(student: Generator, plan: Plan | None = None) -> Generator:
     plan = plan or plan_from_gates(student)
     slices = plan_slices(student, plan)
     slim = _slim_shell(student, plan, gated=False)
-    state = {k: narrow(v, slices.get(k, [])) for k, v in student.state_dict().items()}
+    gates = gates_of(student)  # each becomes the slim model's ordinary norm, with only its kept channels
+    state = {k: narrow(v, slices.get(k, [])) for k, v in student.state_dict().items()
+             if k.rpartition(".")[0] not in gates}
     for group in student.channel_groups():
         keep = torch.tensor(plan[group.name], dtype=torch.bool)
         for name in group.gates:
-            for key in [k for k in state if k.startswith(f"{name}.")]:
-                del state[key]
-            gate = student.get_submodule(name)
-            if isinstance(gate, ChannelGate):
-                exported = gate.export(keep, slim.get_submodule(name))
-                state.update({f"{name}.{leaf}": value for leaf, value in exported.items()})
+            exported = gates[name].export(keep, slim.get_submodule(name))
+            state.update({f"{name}.{leaf}": value for leaf, value in exported.items()})
     load_state_dict_strict(slim, state)
     return slim.eval()
