@@ -85,8 +85,8 @@ def cmd_stylize(args) -> int:
         model = load_model(args.model)[0].to(device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    failures = 0
-    for path in args.inputs:
+    failures, written = 0, set()
+    for path in _image_paths(args.inputs):
         try:
             rgb, notices = load_rgb(path, max_side=args.max_side)
         except ImageLoadError as err:
@@ -95,10 +95,28 @@ def cmd_stylize(args) -> int:
             continue
         with torch.inference_mode():
             styled = model.stylize(to_tensor(rgb)[None].to(device))[0].cpu()
-        target = out / (Path(path).stem + ".png")
+        target = _unused(out, path.stem, written)
         Image.fromarray(to_uint8(styled)).save(target)
         print(f"{path} -> {target}" + "".join(f" ({n})" for n in notices))
     return 1 if failures else 0
+
+
+def _image_paths(inputs: list[str]) -> list[Path]:
+    """The files as given, a folder standing for the images in it (sorted by name)."""
+    from gs_core.data.images import list_images
+
+    return [image for item in map(Path, inputs) for image in (list_images(item) if item.is_dir() else [item])]
+
+
+def _unused(out: Path, stem: str, written: set[Path]) -> Path:
+    """out/stem.png, or out/stem-2.png, -3, ... where this run already wrote that name (photo.jpg and
+    photo.png, or two folders' photo.jpg): one output per input, none overwritten."""
+    target, n = out / f"{stem}.png", 1
+    while target in written:
+        n += 1
+        target = out / f"{stem}-{n}.png"
+    written.add(target)
+    return target
 
 
 def cmd_slim(args) -> int:
@@ -243,9 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_info)
 
     p = sub.add_parser("stylize", help="stylize RGB images with a model (a checkpoint or an exported .onnx)")
-    p.add_argument("inputs", nargs="+")
+    p.add_argument("inputs", nargs="+", help="image files, or folders of them")
     p.add_argument("--model", default=str(DEFAULT_TEACHER))
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="folder for the styled PNGs (one per input, named after it)")
     p.add_argument("--max-side", type=int, default=1024, help="downscale larger images (default 1024)")
     p.add_argument("--engine", choices=("onnxruntime", "openvino"), default="onnxruntime",
                    help="the runtime an .onnx model runs in (default onnxruntime; openvino where installed)")

@@ -84,6 +84,23 @@ def test_stylize_writes_good_images_and_reports_bad_ones(teacher_ckpt, image, tm
     assert "in.png" in captured.out
 
 
+def test_stylize_takes_folders_and_overwrites_no_output(teacher_ckpt, image, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for name in ("in.jpg", "b.png"):  # in.jpg shares its stem with `image` (in.png)
+        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(folder / name)
+    out = tmp_path / "styled"
+    assert main(["stylize", "--model", str(teacher_ckpt), str(image), str(folder), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["b.png", "in-2.png", "in.png"]
+    with Image.open(out / "in.png") as first, Image.open(out / "in-2.png") as second:
+        assert first.size == (47, 33) and second.size == (24, 20)  # each input kept its own output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["stylize", "--model", str(teacher_ckpt), str(empty), "--out", str(out)]) == 2
+    _one_line_error(capsys, "No images in")
+
+
 def test_stylize_with_an_official_pth(official_pth, image, tmp_path):
     assert main(["stylize", "--model", str(official_pth), str(image), "--out", str(tmp_path / "o")]) == 0
     assert (tmp_path / "o" / "in.png").is_file()
