@@ -5,7 +5,7 @@ reference), its own folder layout, manifest and resumable checkpoints. What it n
 request per point, retries when a worker dies, and results as they finish (`ray.wait`); tasks are exactly that.
 Tune would add a search loop, trial objects and a results tree of its own, none of which the grid has a use for.
 
-Storage is a shared path: each worker writes its point's run folder (`run_dir/<digest>/<id>/`, with state.pt)
+Storage is a shared path: each worker writes its point's run folder (`run_dir/<digest>/<recipe>/<id>/`, with state.pt)
 and its result (`out/grid/<id>/`) itself, so both folders must be at the same path on every node (NFS or any
 shared file system; on a local instance, this machine's disk). This is what lets a retry resume: the retried
 task, on whichever node, finds the state.pt the dead worker left. Sending results back through Ray could not do

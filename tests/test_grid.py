@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -157,7 +158,16 @@ def test_a_retrained_teacher_makes_every_point_stale(quick_teacher, tmp_path, mo
     monkeypatch.setattr(grid_module, "run_method", lambda *a, **k: trained.append(a[4]) or real_run(*a, **k))
     manifest = run_grid(cfg, root / "teacher", root, root / "runs" / "grid", only=["gs-s0.5-b8"], progress=False)
     # Trained again in the new teacher's own run tree: the old teacher's training state is never resumed.
-    assert len(trained) == 1 and trained[0].parent.name == grid_module.weights_digest(teacher)
-    assert len(list((root / "runs" / "grid").glob("*/gs-s0.5-b8"))) == 2
+    assert len(trained) == 1 and trained[0].parent.parent.name == grid_module.weights_digest(teacher)
+    assert len(list((root / "runs" / "grid").glob("*/*/gs-s0.5-b8"))) == 2
     assert set(manifest["id"]) == {"teacher", "identity", "gs-s0.5-b8"}
     assert read_card(root / "grid" / "gs-s0.5-b8")["teacher_digest"] == grid_module.weights_digest(teacher)
+
+    # A changed training recipe (here the learning rate) retrains the point too, in a run folder of its own.
+    trained.clear()
+    new_recipe = replace(cfg, train=replace(cfg.train, lr=cfg.train.lr * 2))
+    run_grid(new_recipe, root / "teacher", root, root / "runs" / "grid", only=["gs-s0.5-b8"], progress=False)
+    assert len(trained) == 1 and trained[0].parent.name == new_recipe.recipe != cfg.recipe
+    assert read_card(root / "grid" / "gs-s0.5-b8")["grid_recipe"] == new_recipe.recipe
+    # Logging and checkpoint intervals are not part of the recipe.
+    assert replace(cfg, train=replace(cfg.train, log_every=1, checkpoint_every=1)).recipe == cfg.recipe
