@@ -2,7 +2,7 @@
 
     python scripts/seeds_study.py [--seeds 0 1 2] [--points gs-s0.7-b8 stacked-s0.7-b8 gs-s0.85-b8 stacked-s0.85-b8]
                                   [--teacher checkpoints/teacher] [--out runs/seeds] [--threads 2]
-                                  [--reuse-grid checkpoints] [--set lr=4e-4 ...] [--photos data/photos/val]
+                                  [--reuse-grid checkpoints] [--set gan_weight=0 ...] [--photos data/photos/val]
 
 Each seed is a grid of its own (`OUT/seed-N/`, the default preset with only `seed` changed: the discriminator's
 initialisation, the batches drawn, a thinner network's weights), so reruns resume. `--reuse-grid DIR` takes the
@@ -11,7 +11,7 @@ it again. Prints mean ± sd of PSNR, SSIM
 and style retained against the teacher per point, and the GS - stacked gap per sparsity with its spread, and writes
 the per-seed rows to `OUT/seeds.csv`.
 
-Choosing a setting: `--set KEY=VALUE` changes a training field of the preset (e.g. `lr=4e-4`; give it its own
+Choosing a setting: `--set KEY=VALUE` changes a training field of the preset (e.g. `gan_weight=0`; give it its own
 `--out`), and `--photos DIR` measures on that folder instead of the test photos, so a setting is chosen on the
 validation photos (`data/photos/val`) without looking at the test ones.
 """
@@ -95,7 +95,7 @@ def main() -> None:
     parser.add_argument("--reuse-grid", help="a grid folder trained with the preset's own seed: its points serve "
                         "for that seed (a point missing there is trained into it)")
     parser.add_argument("--set", type=_setting, nargs="+", default=[], metavar="KEY=VALUE",
-                        help="training settings other than the preset's (TrainConfig fields), e.g. lr=4e-4")
+                        help="training settings other than the preset's (TrainConfig fields), e.g. gan_weight=0")
     parser.add_argument("--photos", help="measure on this photo folder (e.g. data/photos/val), not the test photos")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
