@@ -77,7 +77,7 @@ def _kill_when_checkpointed(root: Path, point_id: str) -> list[int]:
     def watch():
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not killed:
-            if any(root.glob(f"runs/grid/*/{point_id}/state.pt")):
+            if any(root.glob(f"runs/grid/*/*/{point_id}/state.pt")):
                 for proc in Path("/proc").glob("[0-9]*"):
                     try:
                         if (proc / "cmdline").read_bytes().startswith(title):
@@ -107,7 +107,7 @@ def test_a_killed_worker_is_retried_and_resumes_its_point(ray_backend, local_gri
     assert json.loads((root / "grid" / "failures.json").read_text()) == {}
     assert set(manifest["id"]) == {"teacher", "identity", *only}
     # Resumed from its checkpoint, not restarted: the first step was logged once, and every step to the last.
-    [log] = root.glob("runs/grid/*/gs-s0.5-b8/log.jsonl")
+    [log] = root.glob("runs/grid/*/*/gs-s0.5-b8/log.jsonl")
     steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
     assert steps.count(1) == 1 and sorted(set(steps)) == list(range(1, 31))
 
