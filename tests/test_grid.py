@@ -140,7 +140,7 @@ def _digest(root):
     return grid_module.weights_digest(load_model(root / "teacher")[0])
 
 
-def test_a_retrained_teacher_makes_every_point_stale(quick_teacher, tmp_path, monkeypatch):
+def test_a_retrained_teacher_or_a_changed_recipe_makes_every_point_stale(quick_teacher, tmp_path, monkeypatch):
     root = tmp_path / "grid"
     shutil.copytree(quick_teacher, root)
     cfg = grid_preset("quick")
