@@ -133,7 +133,7 @@ def _size_matched(slim_cfg: SlimConfig, allocation: dict, out: Path, teacher_pat
                   reference: Point, teacher_digest: str, recipe: str) -> SlimConfig:
     """The mixed student's config: its bit allocation, and a size budget equal to the uniform student's size."""
     reference = out / "grid" / reference.id
-    if not _current(reference, teacher_digest, recipe):
+    if not _finished(reference, teacher_digest, recipe):
         raise RuntimeError(f"{point.id} is size-matched to {reference.name}: train that point first")
     size = read_card(reference)["metrics"]["size_bits"]
     teacher_size = read_card(teacher_path)["metrics"]["size_bits"]
@@ -149,18 +149,15 @@ def grid_preset(name: str) -> GridConfig:
     return PRESETS[name]
 
 
-def _finished(folder: Path, teacher_digest: str) -> bool:
-    """Trained and measured, from the teacher whose weights_digest is given."""
+def _finished(folder: Path, teacher_digest: str, recipe: str | None = None) -> bool:
+    """Trained and measured, from the teacher whose weights_digest is given (and, where `recipe` is given, with
+    that GridConfig.recipe: what the grid would train now)."""
     try:
         card = read_card(folder)
     except Exception:  # an unreadable card means the point must be redone
         return False
-    return "metrics" in card and card.get("teacher_digest") == teacher_digest
-
-
-def _current(folder: Path, teacher_digest: str, recipe: str) -> bool:
-    """Finished, and trained with the recipe the grid would use now (GridConfig.recipe)."""
-    return _finished(folder, teacher_digest) and read_card(folder).get("grid_recipe") == recipe
+    return ("metrics" in card and card.get("teacher_digest") == teacher_digest
+            and (recipe is None or card.get("grid_recipe") == recipe))
 
 
 def _measure(folder: Path | None, teacher_path: Path, cfg: GridConfig, photos: Path, device) -> dict:
@@ -397,7 +394,7 @@ def run_grid(cfg: GridConfig, teacher_path: str | Path, out: str | Path, run_dir
     if unknown:
         raise ValueError(f"no grid points {unknown}; this preset has: {', '.join(by_id)}")
     points = [by_id[i] for i in only] if only else list(by_id.values())  # `only` also sets the order
-    todo = [p for p in points if not _current(out / "grid" / p.id, digest, cfg.recipe)]
+    todo = [p for p in points if not _finished(out / "grid" / p.id, digest, cfg.recipe)]
     _measure_teacher(teacher_path, digest, cfg, test_dir, device)
     print(f"[grid] {len(todo)} points to train, {len(points) - len(todo)} already done", flush=True)
     run = GridRun(cfg, teacher, digest, teacher_path, out, run_dir / cfg.recipe, test_dir, inputs, outputs,
