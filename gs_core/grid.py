@@ -2,9 +2,9 @@
 
 Each point trains in `runs/grid/<teacher digest>/<recipe digest>/<id>/` (resumable) and is saved as
 `checkpoints/grid/<id>/` once trained and measured, its card naming both digests. A point whose card has metrics
-from this very teacher and recipe (crop size, batch, TrainConfig) is skipped, so reruns only do what is missing;
-a retrained teacher or a changed recipe retrains every point in a run tree of its own, so stale training state is
-never resumed. A point that fails is reported in
+from this very teacher and recipe (crop size, batch, the TrainConfig fields that act on it) is skipped, so reruns
+only do what is missing; a retrained teacher, or a changed recipe, retrains the points it changes in a run tree of
+their own, so stale training state is never resumed. A point that fails is reported in
 `checkpoints/grid/failures.json` and the others go on. The manifest is rebuilt from the cards after every point.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from gs_core.data.teacher_cache import distillation_pairs, task_targets
 from gs_core.eval.evaluate import IDENTITY, QUALITY_METRICS, evaluate_models
 from gs_core.models import Generator
 from gs_core.slim.bit_allocation import allocate_bits, layer_sensitivity
-from gs_core.slim.methods import SlimConfig, run_method
+from gs_core.slim.methods import SlimConfig, delays_quantization, run_method
 from gs_core.slim.packing import save_packed
 from gs_core.slim.quant import conv_layers
 from gs_core.slim.train import TrainConfig
@@ -92,10 +92,13 @@ class GridConfig:
     metrics: tuple[str, ...] = ("params", "macs", "size_bits", "latency_ms", "psnr", "ssim", "lpips", "fid",
                                 "style_retained")
 
-    @property
-    def recipe(self) -> str:
-        """A digest of everything that decides how a point trains (not how often it logs or saves)."""
-        train = {k: v for k, v in asdict(self.train).items() if k not in ("checkpoint_every", "log_every")}
+    def recipe(self, point: Point) -> str:
+        """A digest of everything that decides how `point` trains (not how often it logs or saves). A quantization
+        delay is left out where it does not act (none is set, or `delays_quantization` says no), so setting one
+        retrains only the points it changes."""
+        delayed = self.train.quant_delay and delays_quantization(point.method, point.bits)
+        ignored = {"checkpoint_every", "log_every"} | (set() if delayed else {"quant_delay"})
+        train = {k: v for k, v in asdict(self.train).items() if k not in ignored}
         text = json.dumps({"size": self.size, "batch_size": self.batch_size, "train": train}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -130,15 +133,15 @@ def mixed_allocation(teacher, inputs: torch.Tensor, average_bits: float) -> dict
 
 
 def _size_matched(slim_cfg: SlimConfig, allocation: dict, out: Path, teacher_path: Path, point: Point,
-                  reference: Point, teacher_digest: str, recipe: str) -> SlimConfig:
+                  reference: Point, teacher_digest: str, cfg: GridConfig) -> SlimConfig:
     """The mixed student's config: its bit allocation, and a size budget equal to the uniform student's size."""
-    reference = out / "grid" / reference.id
-    if not _finished(reference, teacher_digest, recipe):
-        raise RuntimeError(f"{point.id} is size-matched to {reference.name}: train that point first")
-    size = read_card(reference)["metrics"]["size_bits"]
+    folder = out / "grid" / reference.id
+    if not _finished(folder, teacher_digest, cfg.recipe(reference)):
+        raise RuntimeError(f"{point.id} is size-matched to {reference.id}: train that point first")
+    size = read_card(folder)["metrics"]["size_bits"]
     teacher_size = read_card(teacher_path)["metrics"]["size_bits"]
     allocation["size_budget_bits"] = size
-    allocation["size_matched_to"] = reference.name
+    allocation["size_matched_to"] = reference.id
     return replace(slim_cfg, bits=allocation["bit_allocation"], sparsity=1 - size / teacher_size,
                    train=replace(slim_cfg.train, budget_metric="size_bits"))
 
@@ -151,7 +154,7 @@ def grid_preset(name: str) -> GridConfig:
 
 def _finished(folder: Path, teacher_digest: str, recipe: str | None = None) -> bool:
     """Trained and measured, from the teacher whose weights_digest is given (and, where `recipe` is given, with
-    that GridConfig.recipe: what the grid would train now)."""
+    that recipe, `GridConfig.recipe`: what the grid would train now)."""
     try:
         card = read_card(folder)
     except Exception:  # an unreadable card means the point must be redone
@@ -309,7 +312,7 @@ class GridRun:
     digest: str  # the teacher's weights_digest
     teacher_path: Path
     out: Path
-    run_dir: Path  # this teacher and recipe's run tree: run_dir / <point id> holds a point's resumable training state
+    run_dir: Path  # this teacher's run tree: run_dir / <recipe> / <point id> holds a point's resumable training state
     test_dir: Path
     inputs: torch.Tensor
     outputs: torch.Tensor
@@ -330,13 +333,14 @@ def train_point(run: GridRun, point: Point, progress: bool = True) -> None:
     if point.bits == "mixed":
         allocation = mixed_allocation(run.teacher, run.inputs, run.cfg.mixed_average_bits)
         slim_cfg = _size_matched(slim_cfg, allocation, run.out, run.teacher_path, point, run.cfg.reference(point),
-                                 run.digest, run.cfg.recipe)
-    slim, card = run_method(run.teacher, run.inputs, run.outputs, slim_cfg, run.run_dir / point.id, targets,
+                                 run.digest, run.cfg)
+    recipe = run.cfg.recipe(point)
+    slim, card = run_method(run.teacher, run.inputs, run.outputs, slim_cfg, run.run_dir / recipe / point.id, targets,
                             progress, run.device)
     card["sparsity_target"] = point.sparsity  # the grid level, even where the budget was a size
     folder = save_model(slim, run.out / "grid" / point.id,
                         {"name": point.id, **card, **allocation, "teacher_digest": run.digest,
-                         "grid_recipe": run.cfg.recipe})
+                         "grid_recipe": recipe})
     card = read_card(folder)
     card["packed_bytes"] = save_packed(slim, folder / PACKED) // 8
     card["metrics"] = _measure(folder, run.teacher_path, run.cfg, run.test_dir, run.device)
@@ -394,10 +398,10 @@ def run_grid(cfg: GridConfig, teacher_path: str | Path, out: str | Path, run_dir
     if unknown:
         raise ValueError(f"no grid points {unknown}; this preset has: {', '.join(by_id)}")
     points = [by_id[i] for i in only] if only else list(by_id.values())  # `only` also sets the order
-    todo = [p for p in points if not _finished(out / "grid" / p.id, digest, cfg.recipe)]
+    todo = [p for p in points if not _finished(out / "grid" / p.id, digest, cfg.recipe(p))]
     _measure_teacher(teacher_path, digest, cfg, test_dir, device)
     print(f"[grid] {len(todo)} points to train, {len(points) - len(todo)} already done", flush=True)
-    run = GridRun(cfg, teacher, digest, teacher_path, out, run_dir / cfg.recipe, test_dir, inputs, outputs,
+    run = GridRun(cfg, teacher, digest, teacher_path, out, run_dir, test_dir, inputs, outputs,
                   torch.device(device))
     failures = backend(run, todo, progress)
     (out / "grid").mkdir(parents=True, exist_ok=True)

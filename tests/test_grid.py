@@ -167,7 +167,15 @@ def test_a_retrained_teacher_or_a_changed_recipe_makes_every_point_stale(quick_t
     trained.clear()
     new_recipe = replace(cfg, train=replace(cfg.train, lr=cfg.train.lr * 2))
     run_grid(new_recipe, root / "teacher", root, root / "runs" / "grid", only=["gs-s0.5-b8"], progress=False)
-    assert len(trained) == 1 and trained[0].parent.name == new_recipe.recipe != cfg.recipe
-    assert read_card(root / "grid" / "gs-s0.5-b8")["grid_recipe"] == new_recipe.recipe
+    point = {p.id: p for p in cfg.points()}["gs-s0.5-b8"]
+    assert len(trained) == 1 and trained[0].parent.name == new_recipe.recipe(point) != cfg.recipe(point)
+    assert read_card(root / "grid" / "gs-s0.5-b8")["grid_recipe"] == new_recipe.recipe(point)
     # Logging and checkpoint intervals are not part of the recipe.
-    assert replace(cfg, train=replace(cfg.train, log_every=1, checkpoint_every=1)).recipe == cfg.recipe
+    assert replace(cfg, train=replace(cfg.train, log_every=1, checkpoint_every=1)).recipe(point) == cfg.recipe(point)
+
+
+def test_a_quantization_delay_is_part_of_the_recipe_only_where_it_acts():
+    cfg = grid_preset("quick")
+    delayed = replace(cfg, train=replace(cfg.train, quant_delay=0.5))
+    changed = {p.id for p in cfg.points() if delayed.recipe(p) != cfg.recipe(p)}
+    assert changed == {"gs-s0.5-b8", "gs-s0.9-b8", "gs-s0.5-bmixed"}  # not GS at 32 bits, nor any baseline

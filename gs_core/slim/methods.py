@@ -19,7 +19,8 @@ pretrained". `sparsity` is the fraction of the teacher's MACs to remove (budget 
 price it in size or latency instead). `gs-latency` is GS with a latency budget: the fraction of the teacher's
 onnxruntime latency to remove, priced with the per-layer table of `gs_core.deploy.latency_table`. `gs-size` is GS
 with a size budget: the fraction of the fp32 teacher's size in bits to remove, the student priced at its own bit
-widths (0.98 at 8 bits: a 50x smaller file). `rho` instead gives the paper's fixed-rho mode.
+widths (0.98 at 8 bits: a 50x smaller file). `rho` instead gives the paper's fixed-rho mode. A quantization
+delay (`TrainConfig.quant_delay`) acts on the GS methods only (`delays_quantization`).
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ from gs_core.slim.train import TrainConfig, fit
 METHODS = ("gs", "gs-latency", "gs-size", "distill", "prune", "quant", "stacked", "stacked-scratch")
 COST_SIZE = (256, 256)  # budgets are priced at this resolution (MAC ratios do not depend on it)
 BUDGET_OF = {"gs-latency": "latency", "gs-size": "size_bits"}  # GS variants priced other than in MACs
+GS_METHODS = ("gs", *BUDGET_OF)
 LATENCY_THREADS = 2  # latency budgets are priced for deployment with this many onnxruntime threads
 
 
@@ -61,6 +63,13 @@ class SlimConfig:
             raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
         if not 0 <= self.sparsity < 1:
             raise ValueError(f"sparsity is a fraction of MACs to remove, in [0, 1); got {self.sparsity}")
+
+
+def delays_quantization(method: str, bits: int | dict | str) -> bool:
+    """Whether `TrainConfig.quant_delay` acts on this method: on GS students below 32 bits, which quantize while
+    they are pruned and distilled. `quant` and stacked's last stage quantize a network already trained in full
+    precision, and the others do not quantize."""
+    return method in GS_METHODS and bits != FULL_PRECISION
 
 
 def batches_from(inputs: torch.Tensor, targets: torch.Tensor, batch_size: int, seed: int):
@@ -125,7 +134,9 @@ def run_method(teacher: Generator, inputs: torch.Tensor, outputs: torch.Tensor, 
     gammas, history = {}, []
     if cfg.method in BUDGET_OF:
         cfg = replace(cfg, train=replace(cfg.train, budget_metric=BUDGET_OF[cfg.method]))
-    if cfg.method in ("gs", *BUDGET_OF):
+    if not delays_quantization(cfg.method, cfg.bits):
+        cfg = replace(cfg, train=replace(cfg.train, quant_delay=0.0))
+    if cfg.method in GS_METHODS:
         student, history = _train(teacher, inputs, outputs, cfg, run_dir, bits=cfg.bits, gated=True, budget=keep,
                                   teacher=teacher, steps=steps, desc="gs", progress=progress,
                                   device=device)

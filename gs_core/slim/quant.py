@@ -133,6 +133,7 @@ class QuantConvMixin:
     weight_bits: int
     channel_axis: int | None
     act: ActivationQuantizer | None
+    quantizing: bool = True  # False: weights and input pass through in full precision (`set_quantizing_`)
 
     def _setup(self, weight_bits: int, act_bits: int | None, per_channel: bool, out_axis: int):
         self.weight_bits = check_bits(weight_bits)
@@ -140,6 +141,8 @@ class QuantConvMixin:
         self.act = None if act_bits in (None, FULL_PRECISION) else ActivationQuantizer(act_bits)
 
     def quantized_inputs(self, x):
+        if not self.quantizing:
+            return x, self.weight
         return x if self.act is None else self.act(x), self._quantized_weight()
 
     def _quantized_weight(self) -> torch.Tensor:
@@ -206,6 +209,15 @@ def add_quantizers(model: nn.Module, bits: dict[str, int], act_bits: dict[str, i
         setattr(model.get_submodule(parent) if parent else model, leaf,
                 _quantized_copy(convs[name], b, a, per_channel))
     return model
+
+
+def set_quantizing_(model: nn.Module, on: bool) -> bool:
+    """Switch every fake-quantized conv of `model` on or off (off: it computes in full precision, its clip ranges
+    untouched); returns whether `model` has any."""
+    convs = [m for m in model.modules() if isinstance(m, QuantConvMixin)]
+    for conv in convs:
+        conv.quantizing = on
+    return bool(convs)
 
 
 def layer_bits(model: nn.Module) -> dict[str, int]:

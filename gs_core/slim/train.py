@@ -13,7 +13,8 @@ step costs what the slim model costs; Adam's moments are narrowed with it), writ
 student at every checkpoint and at the end. Learning rates follow a cosine; with `finetune_restart` (when
 pruning) one cosine spans the pruning phase and a second, from the full rate, the fine-tuning. In budget mode rho
 is steered so the plan's cost follows a line down to the requested fraction of the teacher's cost, and at the
-freeze the smallest gammas are cut until the budget holds.
+freeze the smallest gammas are cut until the budget holds. With `quant_delay` the quantizers stay off (full
+precision) for that fraction of the steps and come on calibrated on the batch of the step they start at.
 
 Runs on the device it is given. `precision="bf16"` runs the forward and backward passes under bf16 autocast with
 channels_last, while weights, optimizer states, gammas and clip ranges stay fp32; the default, "auto", picks bf16
@@ -42,7 +43,7 @@ from gs_core.models import PatchDiscriminator
 from gs_core.slim.gates import gamma_parameters, gates_of, soft_threshold_
 from gs_core.slim.extract import narrow, narrowed, plan_slices, widen_student_
 from gs_core.slim.plan import CostModel, Plan, dense_plan, enforce_budget, plan_cost, plan_from_gates
-from gs_core.slim.quant import calibrate_activations
+from gs_core.slim.quant import calibrate_activations, set_quantizing_
 
 DISTILL_LOSSES = ("l1", "mse", "lpips", "lpips-vgg")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -64,6 +65,10 @@ class TrainConfig:
     # the schedule chosen on the validation photos for the shipped grid (gs_core.grid).
     finetune_fraction: float = 0.8
     finetune_restart: bool = True
+    # Delayed quantization (TensorFlow's "quant delay"): the first `quant_delay` of the steps train the student in
+    # full precision; then its quantizers come on, calibrated on that step's batch, and the remaining steps learn
+    # them. 0 quantizes from the first step.
+    quant_delay: float = 0.0
     distill: str = "l1"  # "l1", "mse", or L1 plus a perceptual term: "lpips" (AlexNet) or "lpips-vgg" (VGG16)
     distill_weight: float = 10.0  # beta
     gan_weight: float = 1.0  # 0 switches the discriminator off
@@ -86,8 +91,8 @@ class TrainConfig:
             raise ValueError(f"budget_metric must be one of {', '.join(BUDGET_METRICS)}, got {self.budget_metric!r}")
         if self.budget is not None and not 0 < self.budget <= 1:
             raise ValueError(f"budget is a fraction of the teacher's cost in (0, 1], got {self.budget}")
-        if self.steps < 1 or not 0 <= self.finetune_fraction < 1:
-            raise ValueError("steps must be >= 1 and finetune_fraction in [0, 1)")
+        if self.steps < 1 or not 0 <= self.finetune_fraction < 1 or not 0 <= self.quant_delay < 1:
+            raise ValueError("steps must be >= 1, and finetune_fraction and quant_delay in [0, 1)")
 
 
 class TrainingDiverged(RuntimeError):
@@ -242,6 +247,7 @@ def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Pat
     # At least one pruning step, so even a very short run freezes a plan and meets its budget.
     prune_end = max(1, int(cfg.steps * (1 - cfg.finetune_fraction))) if gammas else 0
     pruning = bool(gammas) and (cfg.rho > 0 or cfg.budget is not None)
+    quant_on = int(cfg.steps * cfg.quant_delay)  # the step the quantizers come on
 
     start, rho, frozen, history = 0, cfg.rho, None, []
     if pruning and cfg.budget is not None and not cfg.rho:
@@ -266,6 +272,8 @@ def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Pat
         start, rho, frozen, history = state["step"], state["rho"], state["plan"], state["history"]
     # `net` is what the steps train: the student itself, or after the freeze its narrowed copy.
     net = model if frozen is None else narrowed(model, frozen).to(memory_format=layout)
+    quantizing = start >= quant_on
+    set_quantizing_(net, quantizing)
     gammas, opt_w, opt_g = _optimizers(net, cfg)
     if state_path.exists():
         opt_w.load_state_dict(state["opt_w"])
@@ -312,6 +320,10 @@ def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Pat
             if opt_g:
                 opt_g.param_groups[0]["lr"] = cfg.lr_gamma * scale
             x, y = (t.to(device, memory_format=layout) for t in batches(step))
+            if step == quant_on > 0:
+                quantizing = True
+                set_quantizing_(net, True)
+                calibrate_activations(net, x)
             with autocast:
                 fake = net(x)
 
@@ -365,8 +377,10 @@ def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Pat
                 _apply_plan_(model, frozen)
                 # Pruning changed what flows into each conv: clip ranges calibrated on the dense student would
                 # waste levels, so calibrate them again on this batch before fine-tuning learns them further.
-                calibrate_activations(model, x)
+                if quantizing:
+                    calibrate_activations(model, x)
                 net = narrowed(model, frozen).to(memory_format=layout)
+                set_quantizing_(net, quantizing)
                 gammas, new_opt_w, opt_g = _optimizers(net, cfg)
                 _narrow_moments_(opt_w, model, new_opt_w, net, frozen)
                 opt_w = new_opt_w
@@ -388,6 +402,7 @@ def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Pat
                 save(step + 1)
     if net is not model:
         widen_student_(model, net, frozen)
+    set_quantizing_(model, True)  # a narrowed `net` may have switched its quantizers on after the freeze
     model.to("cpu", memory_format=torch.contiguous_format)
     model.eval()
     return history

@@ -5,7 +5,7 @@ from torch import nn
 
 from gs_core.slim.quant import (ActivationQuantizer, QuantConv2d, QuantConvTranspose2d, activation_levels,
                                 add_quantizers, calibrate_activations, check_bits, conv_layers, layer_bits, quantize_activation,
-                                quantize_weight)
+                                quantize_weight, set_quantizing_)
 from gs_core.slim.student import make_student
 
 BITS = range(2, 9)
@@ -177,6 +177,21 @@ def test_quantized_student_forward_after_calibration(tiny_generator):
         ref = teacher(x)
         err8, err2 = (s8(x) - ref).abs().mean(), (s2(x) - ref).abs().mean()
     assert 0 < err8 < err2
+
+
+def test_quantizers_switched_off_compute_what_the_teacher_computes(tiny_generator):
+    teacher = tiny_generator("cyclegan_instance").eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    student = make_student(teacher, bits=4).eval()
+    calibrate_activations(student, x)
+    alphas = [q.alpha.item() for q in student.modules() if isinstance(q, ActivationQuantizer)]
+    with torch.no_grad():
+        assert set_quantizing_(student, False)
+        torch.testing.assert_close(student(x), teacher(x), rtol=0, atol=1e-6)
+        set_quantizing_(student, True)
+        assert (student(x) - teacher(x)).abs().max() > 1e-3
+    assert alphas == [q.alpha.item() for q in student.modules() if isinstance(q, ActivationQuantizer)]
+    assert not set_quantizing_(make_student(teacher, bits=32), False)  # nothing to switch
 
 
 def test_first_conv_input_is_never_quantized(tiny_generator):

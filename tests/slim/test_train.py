@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -110,7 +111,7 @@ def batches(step):
     return inputs[i:i + 2], targets[i:i + 2]
 
 cfg = TrainConfig(steps=16, lr=1e-3, rho=1.0, lr_gamma=0.05, ndf=4, d_layers=1, checkpoint_every=2,
-                  log_every=2, finetune_fraction=0.25)
+                  log_every=2, finetune_fraction=0.25, quant_delay=0.5)
 fit(student, batches, cfg, run_dir, progress=False)
 torch.save(student.state_dict(), run_dir + "/final.pt")
 """
@@ -123,7 +124,8 @@ def _saved_step(path: Path) -> int:
         return -1
 
 
-@pytest.mark.parametrize("kill_after", [4, 14])  # pruning; fine-tuning the narrowed student (frozen at step 12)
+# pruning, still in full precision (quantized from step 8); fine-tuning the narrowed student (frozen at step 12)
+@pytest.mark.parametrize("kill_after", [4, 14])
 def test_resume_after_kill_matches_uninterrupted_run(kill_after, tmp_path):
     script = tmp_path / "job.py"
     script.write_text(RESUME_SCRIPT.format(tests=str(TESTS)))
@@ -167,6 +169,30 @@ def test_resume_after_kill_matches_uninterrupted_run(kill_after, tmp_path):
     assert _saved_step(killed / STATE) == 16
     # the pruning really happened in both (the comparison is not between two untouched copies)
     assert any((v == 0).any() for k, v in reference.items() if k.endswith(".gamma"))
+
+
+def test_a_quantization_delay_trains_in_full_precision_until_it_ends(tiny_generator, tmp_path):
+    teacher = tiny_generator("cartoongan")
+    inputs, targets = make_data(teacher)
+    cfg = quick_config(steps=12, log_every=1, budget=0.5, finetune_fraction=0.5)
+    costs = layer_costs(teacher, (32, 32))
+    reference = plan_cost(teacher, dense_plan(teacher), costs)
+    runs = {}
+    for name, bits, delay in (("b32", 32, 0.0), ("b8-delayed", 8, 0.75), ("b8", 8, 0.0)):
+        student = make_student(teacher, bits=bits)
+        calibrate_activations(student, inputs)
+        history = fit(student, fixed_batches(inputs, targets), replace(cfg, quant_delay=delay), tmp_path / name,
+                      cost_model=(costs, reference, layer_bits(student)), progress=False)
+        runs[name] = student, [r["distill"] for r in history]
+    full, delayed, quantized = runs["b32"][1], runs["b8-delayed"][1], runs["b8"][1]
+    # steps 1-9 (pruning, the freeze at 6, fine-tuning) are the 32-bit run's; from step 10 the quantizers count
+    torch.testing.assert_close(delayed[:9], full[:9], rtol=1e-4, atol=1e-6)
+    assert delayed[9:] != full[9:] and quantized[:9] != full[:9]
+    # and it comes back quantizing, with clip ranges calibrated at the switch
+    student = runs["b8-delayed"][0]
+    assert all(m.quantizing for m in student.modules() if hasattr(m, "quantizing"))
+    with torch.no_grad():
+        assert (student(inputs) - runs["b32"][0](inputs)).abs().max() > 1e-4
 
 
 def test_nan_targets_stop_training_and_keep_the_last_checkpoint(tiny_generator, tmp_path):
