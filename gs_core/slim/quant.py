@@ -211,13 +211,12 @@ def add_quantizers(model: nn.Module, bits: dict[str, int], act_bits: dict[str, i
     return model
 
 
-def set_quantizing_(model: nn.Module, on: bool) -> bool:
+def set_quantizing_(model: nn.Module, on: bool) -> None:
     """Switch every fake-quantized conv of `model` on or off (off: it computes in full precision, its clip ranges
-    untouched); returns whether `model` has any."""
-    convs = [m for m in model.modules() if isinstance(m, QuantConvMixin)]
-    for conv in convs:
-        conv.quantizing = on
-    return bool(convs)
+    untouched)."""
+    for m in model.modules():
+        if isinstance(m, QuantConvMixin):
+            m.quantizing = on
 
 
 def layer_bits(model: nn.Module) -> dict[str, int]:

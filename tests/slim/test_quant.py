@@ -186,12 +186,11 @@ def test_quantizers_switched_off_compute_what_the_teacher_computes(tiny_generato
     calibrate_activations(student, x)
     alphas = [q.alpha.item() for q in student.modules() if isinstance(q, ActivationQuantizer)]
     with torch.no_grad():
-        assert set_quantizing_(student, False)
+        set_quantizing_(student, False)
         torch.testing.assert_close(student(x), teacher(x), rtol=0, atol=1e-6)
         set_quantizing_(student, True)
         assert (student(x) - teacher(x)).abs().max() > 1e-3
     assert alphas == [q.alpha.item() for q in student.modules() if isinstance(q, ActivationQuantizer)]
-    assert not set_quantizing_(make_student(teacher, bits=32), False)  # nothing to switch
 
 
 def test_first_conv_input_is_never_quantized(tiny_generator):
