@@ -81,8 +81,8 @@ class GridConfig:
     # lr 4e-4, twice TrainConfig's: on the validation photos (85%, 8 bits, 3 seeds) it lifted GS by 0.35 dB and the
     # stacked baseline by 0.43 dB over 2e-4 (README, "The shipped grid").
     # quant_delay 0.6: a GS student's quantizers come on 400 steps before the end (halfway into fine-tuning); on the
-    # validation photos (85%, 8 bits, 3 seeds) +0.34 dB over quantizing from the first step; 0.8 was no better and
-    # a cosine restarted at the switch 0.11 dB worse (README, "What does not close GS's gap to stacked").
+    # validation photos (85%, 8 bits, 3 seeds) +0.34 dB over quantizing from the first step; 0.4 and 0.8 were no
+    # better, a cosine restarted at the switch 0.11 dB worse (README, "What does not close GS's gap to stacked").
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=1000, lr=4e-4, quant_delay=0.6, ndf=16, checkpoint_every=50, log_every=10))
     # Sparsities that also get a mixed-precision GS student. Its bits average `mixed_average_bits` per weight,
