@@ -1,4 +1,5 @@
-"""Training: the selected model's loss curves and the fraction of channels alive, over training steps."""
+"""Training: the selected model's loss curves and the fraction of channels alive, over training steps, with the step
+a delayed quantization started at."""
 from __future__ import annotations
 
 from functools import partial
@@ -7,6 +8,7 @@ import gradio as gr
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from gs_core.slim.train import TrainConfig
 from pages import Shared, add_view, note_figure
 from pages.store import ModelGrid
 
@@ -30,6 +32,12 @@ def training_figure(grid: ModelGrid, model_id: str) -> go.Figure:
     if alive:
         steps, values = zip(*alive)
         figure.add_trace(go.Scatter(x=steps, y=values, mode="lines", name="alive", line_color="black"), row=2, col=1)
+    train = (grid.cards[model_id].get("training") or {}).get("train")
+    if train and train.get("quant_delay"):  # a GS student trained in full precision until this step
+        start = TrainConfig(steps=train["steps"], quant_delay=train["quant_delay"]).quant_start
+        line = dict(x=start, line_dash="dot", line_color="grey", col=1)
+        figure.add_vline(**line, row=1, annotation_text="quantizers on", annotation_position="top left")
+        figure.add_vline(**line, row=2)
     figure.update_yaxes(tickformat=".0%", range=[0, 1.05], row=2, col=1)
     figure.update_xaxes(title_text="step", row=2, col=1)
     figure.update_layout(title=title, height=560)

@@ -94,6 +94,11 @@ class TrainConfig:
         if self.steps < 1 or not 0 <= self.finetune_fraction < 1 or not 0 <= self.quant_delay < 1:
             raise ValueError("steps must be >= 1, and finetune_fraction and quant_delay in [0, 1)")
 
+    @property
+    def quant_start(self) -> int:
+        """The step the quantizers come on (0: from the first)."""
+        return int(self.steps * self.quant_delay)
+
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or inf; the last good checkpoint is left untouched."""
@@ -247,7 +252,7 @@ def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Pat
     # At least one pruning step, so even a very short run freezes a plan and meets its budget.
     prune_end = max(1, int(cfg.steps * (1 - cfg.finetune_fraction))) if gammas else 0
     pruning = bool(gammas) and (cfg.rho > 0 or cfg.budget is not None)
-    quant_on = int(cfg.steps * cfg.quant_delay)  # the step the quantizers come on
+    quant_on = cfg.quant_start
 
     start, rho, frozen, history = 0, cfg.rho, None, []
     if pruning and cfg.budget is not None and not cfg.rho:

@@ -67,6 +67,8 @@ def _card(teacher, model, model_id: str, method: str, bits, sparsity: float, wid
     if method != "teacher":
         card["plan"] = {"groups": {g: [widths[g], w] for g, w in dense.items()}, "layers": layers,
                         "channels_kept": sum(widths.values()), "channels_total": sum(dense.values())}
+    if method == "gs" and bits != 32:  # as the default grid trains them: quantizers on from step 24 of 40
+        card["training"] = {"train": {"steps": 40, "quant_delay": 0.6}}
     if method == "gs":
         card["gammas"] = {gate: (torch.randn(dense[group.name], generator=generator).abs() * (1 - sparsity)).tolist()
                           for group in teacher.channel_groups() for gate in group.gates}

@@ -124,7 +124,10 @@ def test_layer_and_training_figures_for_every_kind_of_model(grid, model_id):
     assert len(heatmap.data) == 1
     assert bool(gammas.data) == (model_id.startswith("gs"))  # baselines and the teacher have no gammas
     assert set(np.unique(bits.data[0].y)) <= {4, 8, 32}
-    assert len(training_figure(grid, model_id).data) == 5  # four losses and channels alive
+    figure = training_figure(grid, model_id)
+    assert len(figure.data) == 5  # four losses and channels alive
+    # a GS student with a quantization delay marks the step its quantizers came on (in both panels)
+    assert {shape.x0 for shape in figure.layout.shapes} == ({24} if model_id == "gs-s0.5-bmixed" else set())
 
 
 def test_a_burst_of_photos_drops_the_oldest_prefetches(grid):
