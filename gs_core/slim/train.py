@@ -252,7 +252,7 @@ def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Pat
     # At least one pruning step, so even a very short run freezes a plan and meets its budget.
     prune_end = max(1, int(cfg.steps * (1 - cfg.finetune_fraction))) if gammas else 0
     pruning = bool(gammas) and (cfg.rho > 0 or cfg.budget is not None)
-    quant_on = cfg.quant_start
+    quant_on = cfg.quant_start  # the quantizers compute in the steps from this one on
 
     start, rho, frozen, history = 0, cfg.rho, None, []
     if pruning and cfg.budget is not None and not cfg.rho:
@@ -277,8 +277,7 @@ def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Pat
         start, rho, frozen, history = state["step"], state["rho"], state["plan"], state["history"]
     # `net` is what the steps train: the student itself, or after the freeze its narrowed copy.
     net = model if frozen is None else narrowed(model, frozen).to(memory_format=layout)
-    quantizing = start >= quant_on
-    set_quantizing_(net, quantizing)
+    set_quantizing_(net, start >= quant_on)
     gammas, opt_w, opt_g = _optimizers(net, cfg)
     if state_path.exists():
         opt_w.load_state_dict(state["opt_w"])
@@ -326,7 +325,6 @@ def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Pat
                 opt_g.param_groups[0]["lr"] = cfg.lr_gamma * scale
             x, y = (t.to(device, memory_format=layout) for t in batches(step))
             if step == quant_on > 0:
-                quantizing = True
                 set_quantizing_(net, True)
                 calibrate_activations(net, x)
             with autocast:
@@ -382,10 +380,10 @@ def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Pat
                 _apply_plan_(model, frozen)
                 # Pruning changed what flows into each conv: clip ranges calibrated on the dense student would
                 # waste levels, so calibrate them again on this batch before fine-tuning learns them further.
-                if quantizing:
+                if step >= quant_on:
                     calibrate_activations(model, x)
                 net = narrowed(model, frozen).to(memory_format=layout)
-                set_quantizing_(net, quantizing)
+                set_quantizing_(net, step >= quant_on)
                 gammas, new_opt_w, opt_g = _optimizers(net, cfg)
                 _narrow_moments_(opt_w, model, new_opt_w, net, frozen)
                 opt_w = new_opt_w
