@@ -30,7 +30,7 @@ from gs_core.models import Generator
 from gs_core.slim.bit_allocation import allocate_bits, layer_sensitivity
 from gs_core.slim.methods import SlimConfig, delays_quantization, run_method
 from gs_core.slim.packing import save_packed
-from gs_core.slim.quant import conv_layers
+from gs_core.slim.quant import FULL_PRECISION, conv_layers
 from gs_core.slim.train import TrainConfig
 
 PACKED = "packed.safetensors"  # sub-32-bit weights bit-packed: the file whose size `size_bits` describes
@@ -96,11 +96,13 @@ class GridConfig:
                                 "style_retained")
 
     def recipe(self, point: Point) -> str:
-        """A digest of everything that decides how `point` trains (not how often it logs or saves). A quantization
-        delay is left out where it does not act (none is set, or `delays_quantization` says no), so setting one
-        retrains only the points it changes."""
+        """A digest of everything that decides how `point` trains (not how often it logs or saves). The
+        quantization settings are left out where they do not act (a delay where none is set or
+        `delays_quantization` says no, the calibration quantile for a 32-bit point), so changing one retrains only
+        the points it changes."""
         delayed = self.train.quant_delay and delays_quantization(point.method, point.bits)
-        ignored = {"checkpoint_every", "log_every"} | (set() if delayed else {"quant_delay"})
+        ignored = ({"checkpoint_every", "log_every"} | (set() if delayed else {"quant_delay"})
+                   | ({"calibration_quantile"} if point.bits == FULL_PRECISION else set()))
         train = {k: v for k, v in asdict(self.train).items() if k not in ignored}
         text = json.dumps({"size": self.size, "batch_size": self.batch_size, "train": train}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -179,3 +179,11 @@ def test_a_quantization_delay_is_part_of_the_recipe_only_where_it_acts():
     delayed = replace(cfg, train=replace(cfg.train, quant_delay=0.5))
     changed = {p.id for p in cfg.points() if delayed.recipe(p) != cfg.recipe(p)}
     assert changed == {"gs-s0.5-b8", "gs-s0.9-b8", "gs-s0.5-bmixed"}  # not GS at 32 bits, nor any baseline
+
+
+def test_the_calibration_quantile_is_part_of_the_recipe_of_quantized_points_only():
+    cfg = grid_preset("quick")
+    changed_cfg = replace(cfg, train=replace(cfg.train, calibration_quantile=0.99))
+    changed = {p.id for p in cfg.points() if changed_cfg.recipe(p) != cfg.recipe(p)}
+    assert changed == {p.id for p in cfg.points() if p.bits != 32}
+    assert changed >= {"quant-s0-b8", "stacked-s0.5-b8", "gs-s0.5-bmixed"}

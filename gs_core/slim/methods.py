@@ -104,7 +104,7 @@ def _train(model: Generator, inputs, targets, cfg: SlimConfig, run_dir: Path, *,
            budget: float | None, teacher: Generator, steps: int, desc: str, progress: bool,
            device: torch.device):
     student = make_student(model, bits, cfg.per_channel, gated=gated).to(device)
-    calibrate_activations(student, inputs[:16])
+    calibrate_activations(student, inputs[:16], cfg.train.calibration_quantile)
     prune = gated and (budget is not None or cfg.rho)
     train_cfg = replace(cfg.train, steps=steps, budget=budget if prune and cfg.rho is None else None,
                         rho=(cfg.rho or 0.0) if prune else 0.0)

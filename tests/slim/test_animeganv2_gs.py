@@ -156,8 +156,10 @@ def test_narrow_quantized_student_extracts_exactly(bits):
     slim = extract(student)
     assert set(layer_bits(slim).values()) == {bits}
     with torch.no_grad():
-        # 1e-5 although exact with power-of-two steps (see _power_of_two_steps_): the bound.
-        torch.testing.assert_close(slim(x), student(x), rtol=0, atol=1e-5)
+        # In float64: the convs are exact either way (power-of-two steps, see _power_of_two_steps_), but in fp32 a
+        # norm over the narrower tensor can round its last bit otherwise and tip one activation across a level
+        # boundary (seen: 0.005 on 3% of the pixels, with every difference gone in float64). 1e-5: the bound.
+        torch.testing.assert_close(slim.double()(x.double()), student.double()(x.double()), rtol=0, atol=1e-5)
 
 
 def test_thinner_baselines_scale_ngf():

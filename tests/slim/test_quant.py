@@ -5,7 +5,7 @@ from torch import nn
 
 from gs_core.slim.quant import (ActivationQuantizer, QuantConv2d, QuantConvTranspose2d, activation_levels,
                                 add_quantizers, calibrate_activations, check_bits, conv_layers, layer_bits, quantize_activation,
-                                quantize_weight, set_quantizing_)
+                                quantize_weight, set_quantizing_, _observing)
 from gs_core.slim.student import make_student
 
 BITS = range(2, 9)
@@ -140,7 +140,7 @@ def test_calibration_sets_alpha_from_data_and_sign(tiny_generator):
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     a, b = make_student(teacher, bits=8), make_student(teacher, bits=8)
     calibrate_activations(a, x)
-    calibrate_activations(b, x * 0.25)  # the first layer's inputs shrink, so do the clip ranges after it
+    calibrate_activations(b, torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)))  # other data
     qa, qb = _quantizers(a), _quantizers(b)
     assert set(qa) == set(conv_layers(teacher)) - {"conv01_1"}
     for name, q in qa.items():
@@ -151,6 +151,14 @@ def test_calibration_sets_alpha_from_data_and_sign(tiny_generator):
     assert bool(qa["conv02_2"].signed) and bool(qa["conv05_1"].signed)
     assert not bool(qa["conv02_1"].signed) and not bool(qa["conv04_1"].signed)
     # alpha is a high quantile of |x|: close to, not above, the largest observed magnitude
+    observed = _largest_inputs(a, x)
+    for name, q in qa.items():
+        assert 0 < q.alpha <= observed[name] * 1.001, name
+
+
+def _largest_inputs(model, x) -> dict[str, torch.Tensor]:
+    """max |input| of each quantized conv of `model` on `x`, the activation quantizers passing their inputs
+    through (as calibration sees them)."""
     observed = {}
 
     def record(name):
@@ -158,13 +166,26 @@ def test_calibration_sets_alpha_from_data_and_sign(tiny_generator):
             observed[name] = inputs[0].abs().max()
         return hook
 
-    hooks = [conv_layers(a)[n].register_forward_pre_hook(record(n)) for n in qa]
-    with torch.no_grad():
-        a.eval()(x)
+    hooks = [conv_layers(model)[n].register_forward_pre_hook(record(n)) for n in _quantizers(model)]
+    with torch.no_grad(), _observing(list(_quantizers(model).values())):
+        model.eval()(x)
     for hook in hooks:
         hook.remove()
-    for name, q in qa.items():
-        assert 0 < q.alpha <= observed[name] * 1.001, name
+    return observed
+
+
+def test_calibration_quantile_sets_how_much_of_the_range_is_clipped(tiny_generator):
+    teacher = tiny_generator("cartoongan")
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    whole, default, half = (make_student(teacher, bits=8) for _ in range(3))
+    calibrate_activations(whole, x, quantile=1.0)
+    calibrate_activations(default, x)
+    calibrate_activations(half, x, quantile=0.5)
+    observed = _largest_inputs(whole, x)
+    for name, q in _quantizers(whole).items():  # at 1.0: the largest magnitude seen
+        assert float(q.alpha.detach()) == pytest.approx(float(observed[name]), rel=1e-6), name
+    for name in _quantizers(whole):
+        assert _quantizers(half)[name].alpha < _quantizers(default)[name].alpha <= _quantizers(whole)[name].alpha
 
 
 def test_quantized_student_forward_after_calibration(tiny_generator):

@@ -14,7 +14,7 @@ import torch
 
 from gs_core.slim.gates import gamma_parameters, gates_of
 from gs_core.slim.plan import dense_plan, layer_costs, plan_cost, plan_from_gates
-from gs_core.slim.quant import calibrate_activations, layer_bits
+from gs_core.slim.quant import calibrate_activations, conv_layers, layer_bits
 from gs_core.slim.student import make_student
 from gs_core.slim.train import STATE, TrainConfig, TrainingDiverged, fit
 
@@ -194,6 +194,20 @@ def test_a_quantization_delay_trains_in_full_precision_until_it_ends(tiny_genera
     with torch.no_grad():
         assert (student(inputs) - runs["b32"][0](inputs)).abs().max() > 1e-4
 
+
+
+def test_the_clip_ranges_start_at_the_configured_quantile_when_the_quantizers_come_on(tiny_generator, tmp_path):
+    teacher = tiny_generator("cartoongan")
+    inputs, targets = make_data(teacher)
+    alphas = {}
+    for quantile in (0.5, 1.0):  # the switch is the last step: one Adam step moves alpha by about lr at most
+        student = make_student(teacher, bits=8)
+        calibrate_activations(student, inputs, quantile=0.9)
+        cfg = quick_config(steps=4, quant_delay=0.75, calibration_quantile=quantile)
+        fit(student, fixed_batches(inputs, targets), cfg, tmp_path / str(quantile), progress=False)
+        alphas[quantile] = {name: float(conv.act.alpha.detach()) for name, conv in conv_layers(student).items()
+                            if conv.act is not None}
+    assert all(alphas[0.5][n] < alphas[1.0][n] - 0.01 for n in alphas[1.0])
 
 def test_nan_targets_stop_training_and_keep_the_last_checkpoint(tiny_generator, tmp_path):
     teacher = tiny_generator("cartoongan")
