@@ -6,7 +6,7 @@ student at several calibration quantiles and bit widths, measured against the te
 
 Each variant is the model with its weights and conv inputs fake-quantized (`make_student`, per-channel weights),
 its clip ranges calibrated at the quantile on 32 training crops (96 px) and not trained further: what a quantized
-student starts from when its quantizers come on. This chose `quant.CALIBRATION_QUANTILE`.
+student starts from when its quantizers come on. This chose `quant.calibration_quantile`.
 """
 from __future__ import annotations
 

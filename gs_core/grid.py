@@ -30,7 +30,7 @@ from gs_core.models import Generator
 from gs_core.slim.bit_allocation import allocate_bits, layer_sensitivity
 from gs_core.slim.methods import SlimConfig, delays_quantization, run_method
 from gs_core.slim.packing import save_packed
-from gs_core.slim.quant import FULL_PRECISION, conv_layers
+from gs_core.slim.quant import FULL_PRECISION, calibration_quantile, conv_layers
 from gs_core.slim.train import TrainConfig
 
 PACKED = "packed.safetensors"  # sub-32-bit weights bit-packed: the file whose size `size_bits` describes
@@ -104,6 +104,8 @@ class GridConfig:
         ignored = ({"checkpoint_every", "log_every"} | (set() if delayed else {"quant_delay"})
                    | ({"calibration_quantile"} if point.bits == FULL_PRECISION else set()))
         train = {k: v for k, v in asdict(self.train).items() if k not in ignored}
+        if train.get("calibration_quantile", 0) is None and isinstance(point.bits, int):
+            train["calibration_quantile"] = calibration_quantile(point.bits)  # the quantile it resolves to
         text = json.dumps({"size": self.size, "batch_size": self.batch_size, "train": train}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 

@@ -187,3 +187,9 @@ def test_the_calibration_quantile_is_part_of_the_recipe_of_quantized_points_only
     changed = {p.id for p in cfg.points() if changed_cfg.recipe(p) != cfg.recipe(p)}
     assert changed == {p.id for p in cfg.points() if p.bits != 32}
     assert changed >= {"quant-s0-b8", "stacked-s0.5-b8", "gs-s0.5-bmixed"}
+    # By default each uniform point records the quantile its bit width resolves to (quant.calibration_quantile)
+    default = grid_preset("default")
+    points = {p.id: p for p in default.points()}
+    for point_id, quantile in (("gs-s0.7-b8", 0.9999), ("gs-s0.7-b4", 0.999), ("quant-s0-b4", 0.999)):
+        explicit = replace(default, train=replace(default.train, calibration_quantile=quantile))
+        assert explicit.recipe(points[point_id]) == default.recipe(points[point_id]), point_id

@@ -43,7 +43,7 @@ from gs_core.models import PatchDiscriminator
 from gs_core.slim.gates import gamma_parameters, gates_of, soft_threshold_
 from gs_core.slim.extract import narrow, narrowed, plan_slices, widen_student_
 from gs_core.slim.plan import CostModel, Plan, dense_plan, enforce_budget, plan_cost, plan_from_gates
-from gs_core.slim.quant import CALIBRATION_QUANTILE, calibrate_activations, set_quantizing_
+from gs_core.slim.quant import calibrate_activations, set_quantizing_
 
 DISTILL_LOSSES = ("l1", "mse", "lpips", "lpips-vgg")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -69,8 +69,9 @@ class TrainConfig:
     # full precision; then its quantizers come on, calibrated on that step's batch, and the remaining steps learn
     # them. 0 quantizes from the first step.
     quant_delay: float = 0.0
-    # Where the activation clip ranges start, each at this quantile of |x| on a real batch (then learned).
-    calibration_quantile: float = CALIBRATION_QUANTILE
+    # Where the activation clip ranges start, each at this quantile of |x| on a real batch (then learned); None:
+    # quant.calibration_quantile of each quantizer's bit width.
+    calibration_quantile: float | None = None
     distill: str = "l1"  # "l1", "mse", or L1 plus a perceptual term: "lpips" (AlexNet) or "lpips-vgg" (VGG16)
     distill_weight: float = 10.0  # beta
     gan_weight: float = 1.0  # 0 switches the discriminator off
@@ -95,7 +96,7 @@ class TrainConfig:
             raise ValueError(f"budget is a fraction of the teacher's cost in (0, 1], got {self.budget}")
         if self.steps < 1 or not 0 <= self.finetune_fraction < 1 or not 0 <= self.quant_delay < 1:
             raise ValueError("steps must be >= 1, and finetune_fraction and quant_delay in [0, 1)")
-        if not 0 < self.calibration_quantile <= 1:
+        if self.calibration_quantile is not None and not 0 < self.calibration_quantile <= 1:
             raise ValueError(f"calibration_quantile must be in (0, 1], got {self.calibration_quantile}")
 
     @property

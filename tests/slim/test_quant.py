@@ -3,9 +3,9 @@ import pytest
 import torch
 from torch import nn
 
-from gs_core.slim.quant import (ActivationQuantizer, QuantConv2d, QuantConvTranspose2d, activation_levels,
-                                add_quantizers, calibrate_activations, check_bits, conv_layers, layer_bits, quantize_activation,
-                                quantize_weight, set_quantizing_, _observing)
+from gs_core.slim.quant import (ActivationQuantizer, QuantConv2d, QuantConvTranspose2d, _observing,
+                                activation_levels, add_quantizers, calibrate_activations, check_bits, conv_layers,
+                                layer_bits, quantize_activation, quantize_weight, set_quantizing_)
 from gs_core.slim.student import make_student
 
 BITS = range(2, 9)
