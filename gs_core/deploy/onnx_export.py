@@ -16,7 +16,8 @@ activation and 15 per weight). No scale is calibrated here: all of them are the 
   integer one (QLinearConv) where its output is quantized too, that is where it feeds another quantized conv
   directly or through a ReLU (CartoonGAN's stride-2 convs and its colour head). Where the output goes to an
   instance norm GS never quantized it, and onnxruntime runs that conv in float on the dequantized levels: an
-  integer conv there needs an output scale the student does not have.
+  integer conv there needs an output scale the student does not have (and given one, onnxruntime's integer convs
+  were no faster than its fp32 ones on the CPU measured: `benchmarks/ort_int8_probe.py`).
 """
 from __future__ import annotations
 
