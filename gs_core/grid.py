@@ -104,7 +104,7 @@ class GridConfig:
         ignored = ({"checkpoint_every", "log_every"} | (set() if delayed else {"quant_delay"})
                    | ({"calibration_quantile"} if point.bits == FULL_PRECISION else set()))
         train = {k: v for k, v in asdict(self.train).items() if k not in ignored}
-        if train.get("calibration_quantile", 0) is None and isinstance(point.bits, int):
+        if isinstance(point.bits, int) and "calibration_quantile" in train and train["calibration_quantile"] is None:
             train["calibration_quantile"] = calibration_quantile(point.bits)  # the quantile it resolves to
         text = json.dumps({"size": self.size, "batch_size": self.batch_size, "train": train}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
