@@ -28,6 +28,7 @@ from gs_core.checkpoint import load_model
 from gs_core.deploy.latency import median_ms
 from gs_core.deploy.onnx_export import OUTPUT, to_onnx
 from gs_core.deploy.runtime import session_options
+from gs_core.eval import quality
 
 
 def session(proto: onnx.ModelProto, threads: int, profile_prefix: str | None = None) -> ort.InferenceSession:
@@ -106,9 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     reference = sessions["int8 (shipped)"].run([OUTPUT], {"image": image})[0]
     timings = median_ms({name: (lambda s=s: s.run([OUTPUT], {"image": image})) for name, s in sessions.items()})
     for name, s in sessions.items():
-        mse = float(((s.run([OUTPUT], {"image": image})[0] - reference) ** 2).mean())
-        psnr = "exact" if mse == 0 else f"{10 * np.log10(1 / mse):.1f} dB"
-        print(f"{name}: {timings[name]:.1f} ms (median of 20), against the shipped int8 graph: {psnr}")
+        psnr = quality.psnr(torch.from_numpy(s.run([OUTPUT], {"image": image})[0]), torch.from_numpy(reference))
+        print(f"{name}: {timings[name]:.1f} ms (median of 20), against the shipped int8 graph: {psnr:.1f} dB")
     for name in ("fp32 sibling", f"int8, output scales on {count} convs"):
         ops = operator_ms(graphs[name], image, args.threads)
         print(f"{name}, ms per operator type:", ", ".join(f"{op} {ms:.1f}" for op, ms in list(ops.items())[:8]))
