@@ -209,8 +209,8 @@ def add_compare_page(shared: Shared, tab: gr.Tab, examples: list[Photo]) -> None
                 photo_image = gr.Image(label="Photo", interactive=False, elem_id="photo-image")
                 teacher_image = gr.Image(label="Teacher", interactive=False, elem_id="teacher-image")
                 student_image = gr.Image(label="Student", interactive=False, elem_id="student-image")
-                diff_image = gr.Image(label=f"|teacher − student| × {DIFF_GAIN}", interactive=False,
-                                      elem_id="diff-image")
+                diff_image = gr.Image(label=f"Student − teacher × {DIFF_GAIN}: red darker, blue brighter, "
+                                            "green other colour", interactive=False, elem_id="diff-image")
             card = gr.Markdown(elem_id="student-card")
             with gr.Row():
                 export = gr.Button("Export the selected student to ONNX", elem_id="export-onnx", scale=0)

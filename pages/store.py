@@ -47,8 +47,10 @@ PREFETCH_BACKLOG = 4
 #: Metrics as named in the manifest, with whether lower is better (decides Pareto fronts).
 QUALITY_METRICS = {"lpips": True, "fid": True, "psnr": False, "ssim": False, "style_retained": False}
 COST_METRICS = ("macs", "size_bits", "latency_ms")
-#: |teacher - student| is mostly a few grey levels; this gain makes it visible.
+#: student - teacher is mostly a few grey levels; this gain makes it visible.
 DIFF_GAIN = 4
+#: Rec. 601 luma weights: how bright a pixel reads.
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -78,13 +80,19 @@ class Stylized:
 
     image: np.ndarray
     png: Path
-    diff_png: Path | None  # |teacher - image| x DIFF_GAIN
+    diff_png: Path | None  # `difference(teacher, image)`
     psnr: float | None
     ssim: float | None
 
 
 def difference(teacher: np.ndarray, student: np.ndarray) -> np.ndarray:
-    diff = np.abs(teacher.astype(np.int16) - student.astype(np.int16)) * DIFF_GAIN
+    """How the student departs from the teacher, x DIFF_GAIN on black: red where it is darker (ink the teacher
+    did not draw), blue where it is brighter (ink or shading left out), green for the change in colour that is
+    not a change in brightness."""
+    delta = student.astype(np.float32) - teacher.astype(np.float32)
+    luma = delta @ LUMA
+    colour = np.abs(delta) @ LUMA - np.abs(luma)  # >= 0: the luma weights sum to 1
+    diff = np.stack([np.maximum(-luma, 0), colour, np.maximum(luma, 0)], axis=-1) * DIFF_GAIN
     return np.clip(diff, 0, 255).astype(np.uint8)
 
 

@@ -16,7 +16,7 @@ from pages.compare import _eager_latency, card_markdown, photo_view, read_upload
 from pages.grid import baseline_ids, grid_cells, grid_view
 from pages.layers import layer_figures
 from pages.pareto import available_quality, missing_note, pareto_figure, pareto_front
-from pages.store import MAX_SIDE, PREFETCH_BACKLOG, ModelGrid, load_photo
+from pages.store import DIFF_GAIN, MAX_SIDE, PREFETCH_BACKLOG, ModelGrid, difference, load_photo
 from pages.training import training_figure
 
 pytestmark = pytest.mark.timeout(60)
@@ -46,6 +46,20 @@ def test_results_are_cached_and_carry_metrics(grid, photo):
     assert grid.stylize(photo, "gs-s0.5-b8") is first
     assert first.image.shape == photo.rgb.shape and first.psnr is not None and -1 <= first.ssim <= 1
     assert grid.stylize(photo, grid.teacher_id).psnr is None
+
+
+def test_difference_tells_darker_brighter_and_colour_apart():
+    teacher = np.full((1, 4, 3), 100, np.uint8)
+    student = teacher.copy()
+    student[0, 1] = 90  # darker, grey: a stroke the teacher did not draw
+    student[0, 2] = 110  # brighter
+    student[0, 3] = (138, 100, 0)  # redder and less blue, brightness within a grey level (0.299 * 38 ~ 0.114 * 100)
+    diff = difference(teacher, student).astype(int)
+    assert diff[0, 0].tolist() == [0, 0, 0]
+    # within a level: the float sum of the luma weights may round either way
+    assert np.abs(diff[0, 1] - [10 * DIFF_GAIN, 0, 0]).max() <= 1
+    assert np.abs(diff[0, 2] - [0, 0, 10 * DIFF_GAIN]).max() <= 1
+    assert diff[0, 3, 0] <= DIFF_GAIN and diff[0, 3, 2] <= DIFF_GAIN and diff[0, 3, 1] >= 20 * DIFF_GAIN
 
 
 def test_card_and_student_view(grid, photo):
