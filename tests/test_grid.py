@@ -193,3 +193,11 @@ def test_the_calibration_quantile_is_part_of_the_recipe_of_quantized_points_only
     for point_id, quantile in (("gs-s0.7-b8", 0.9999), ("gs-s0.7-b4", 0.999), ("quant-s0-b4", 0.999)):
         explicit = replace(default, train=replace(default.train, calibration_quantile=quantile))
         assert explicit.recipe(points[point_id]) == default.recipe(points[point_id]), point_id
+
+
+def test_long_preset_is_the_default_grid_trained_three_times_as_long():
+    default, long = grid_preset("default"), grid_preset("long")
+    assert long.train.steps == 3 * default.train.steps
+    assert replace(long, train=default.train) == default
+    point = long.points()[0]
+    assert long.recipe(point) != default.recipe(point)  # a long grid never takes a default point as its own
