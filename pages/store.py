@@ -91,7 +91,7 @@ def difference(teacher: np.ndarray, student: np.ndarray) -> np.ndarray:
     not a change in brightness."""
     delta = student.astype(np.float32) - teacher.astype(np.float32)
     luma = delta @ LUMA
-    colour = np.abs(delta) @ LUMA - np.abs(luma)  # >= 0: the luma weights sum to 1
+    colour = np.abs(delta) @ LUMA - np.abs(luma)  # >= 0 (triangle inequality): change beyond the brightness
     diff = np.stack([np.maximum(-luma, 0), colour, np.maximum(luma, 0)], axis=-1) * DIFF_GAIN
     return np.clip(diff, 0, 255).astype(np.uint8)
 
