@@ -17,11 +17,10 @@ import pandas as pd
 import torch
 
 from gs_core.checkpoint import load_model
-from gs_core.data.images import list_images
+from gs_core.data.images import LUMA, list_images
 from gs_core.eval import quality
 from gs_core.grid import TEACHER_FOLDER, grid_preset
 
-LUMA = torch.tensor([0.299, 0.587, 0.114])
 INK_STEP = 0.1  # a luminance difference this large reads as a stroke, not a shade
 
 
@@ -36,12 +35,13 @@ def per_photo(grids: list[Path], points: list[str], photos_dir: Path, teacher_pa
     names = [p.name for p in list_images(photos_dir)]
     photos = quality.load_image_folder(photos_dir, size)
     reference = _outputs(load_model(teacher_path)[0].eval(), photos)
-    luma = (reference * LUMA[:, None, None]).sum(1)
+    weights = torch.from_numpy(LUMA)[:, None, None]
+    luma = (reference * weights).sum(1)
     rows = []
     for grid in grids:
         for point in points:
             outputs = _outputs(load_model(grid / point)[0].eval(), photos)
-            step = (outputs * LUMA[:, None, None]).sum(1) - luma
+            step = (outputs * weights).sum(1) - luma
             for i, name in enumerate(names):
                 rows.append({"photo": name, "grid": str(grid), "point": point,
                              "psnr": quality.psnr(outputs[i], reference[i]),

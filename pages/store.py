@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from gs_core.checkpoint import load_model, read_card
-from gs_core.data.images import load_rgb, to_tensor, to_uint8
+from gs_core.data.images import LUMA, load_rgb, to_tensor, to_uint8
 from gs_core.deploy.latency import deployed_runtime
 from gs_core.deploy.onnx_export import export_onnx
 from gs_core.eval.evaluate import IDENTITY
@@ -49,8 +49,6 @@ QUALITY_METRICS = {"lpips": True, "fid": True, "psnr": False, "ssim": False, "st
 COST_METRICS = ("macs", "size_bits", "latency_ms")
 #: student - teacher is mostly a few grey levels; this gain makes it visible.
 DIFF_GAIN = 4
-#: Rec. 601 luma weights: how bright a pixel reads.
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 @dataclass(frozen=True)

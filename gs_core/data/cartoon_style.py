@@ -32,6 +32,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from gs_core.data.images import LUMA
+
 # 1. Edge-preserving smoothing.
 BILATERAL_PASSES = 5
 BILATERAL_DIAMETER = 7  # pixels; 3 px radius per pass
@@ -96,7 +98,7 @@ def colour_grade(rgb: np.ndarray) -> np.ndarray:
     x = np.clip(rgb, 0.0, 1.0)
     curved = x + CONTRAST * x * (1.0 - x) * (2.0 * x - 1.0)  # S-curve with fixed ends and middle
     graded = BLACK_LIFT + (1.0 - BLACK_LIFT) * curved
-    luma = graded @ np.array([0.299, 0.587, 0.114], np.float32)
+    luma = graded @ LUMA
     highlight = _smoothstep((luma - 0.45) / 0.5)[:, :, None]
     shadow = (1.0 - _smoothstep(luma / 0.55))[:, :, None]
     return np.clip(graded + highlight * HIGHLIGHT_TINT + shadow * SHADOW_TINT, 0.0, 1.0)

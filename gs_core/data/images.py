@@ -25,6 +25,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 #: memory; anything bigger is far more likely a decompression bomb.
 MAX_PIXELS = 64_000_000
 
+#: Rec. 601 luma weights: how bright an RGB pixel reads (they sum to 1).
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
 #: File extensions :func:`list_images` treats as images (lower case).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
