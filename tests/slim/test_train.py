@@ -195,7 +195,6 @@ def test_a_quantization_delay_trains_in_full_precision_until_it_ends(tiny_genera
         assert (student(inputs) - runs["b32"][0](inputs)).abs().max() > 1e-4
 
 
-
 def test_the_clip_ranges_start_at_the_configured_quantile_when_the_quantizers_come_on(tiny_generator, tmp_path):
     teacher = tiny_generator("cartoongan")
     inputs, targets = make_data(teacher)
@@ -208,6 +207,7 @@ def test_the_clip_ranges_start_at_the_configured_quantile_when_the_quantizers_co
         alphas[quantile] = {name: float(conv.act.alpha.detach()) for name, conv in conv_layers(student).items()
                             if conv.act is not None}
     assert all(alphas[0.5][n] < alphas[1.0][n] - 0.01 for n in alphas[1.0])
+
 
 def test_nan_targets_stop_training_and_keep_the_last_checkpoint(tiny_generator, tmp_path):
     teacher = tiny_generator("cartoongan")
