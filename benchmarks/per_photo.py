@@ -1,7 +1,7 @@
 """Photo by photo: where two grid points differ, over the seeds of a seeds study, and how each errs.
 
     python benchmarks/per_photo.py [--points gs-s0.85-b8 stacked-s0.85-b8] [--photos data/photos/test]
-                                   [--grids checkpoints/grid runs/seeds-cq/seed-1/grid runs/seeds-cq/seed-2/grid]
+                                   [--grids checkpoints/grid runs/seeds/seed-1/grid runs/seeds/seed-2/grid]
 
 For each photo: each point's PSNR against the teacher (mean over the grids, one per seed), the paired gap (first
 point minus second, mean ± sd over the grids), and the share of pixels where a student is darker or brighter
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--points", nargs=2, default=["gs-s0.85-b8", "stacked-s0.85-b8"])
     parser.add_argument("--photos", default="data/photos/test")
     parser.add_argument("--grids", nargs="+",
-                        default=["checkpoints/grid", "runs/seeds-cq/seed-1/grid", "runs/seeds-cq/seed-2/grid"])
+                        default=["checkpoints/grid", "runs/seeds/seed-1/grid", "runs/seeds/seed-2/grid"])
     parser.add_argument("--teacher", default=f"checkpoints/{TEACHER_FOLDER}")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
