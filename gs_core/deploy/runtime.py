@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import math
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -58,8 +59,8 @@ class OnnxGenerator:
     def __init__(self, path: str | Path, threads: int | None = None):
         path = _existing(path)
         try:
-            self.session = ort.InferenceSession(str(path), session_options(threads),
-                                                providers=["CPUExecutionProvider"])
+            graph = unsigned_weights(onnx.load(path)).SerializeToString() if u8s8_saturates() else str(path)
+            self.session = ort.InferenceSession(graph, session_options(threads), providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own types for unreadable or invalid graphs
             raise _unreadable(path, err) from None
         _check_names(path, [i.name for i in self.session.get_inputs()], [o.name for o in self.session.get_outputs()])
@@ -94,6 +95,40 @@ def unsigned_activations(proto: onnx.ModelProto) -> onnx.ModelProto:
             if np.any(numpy_helper.to_array(init)):
                 raise ValueError(f"{init.name}: a signed zero point other than 0 (not a GS Studio export)")
             init.CopyFrom(numpy_helper.from_array(np.array(128, np.uint8), init.name))
+    return proto
+
+
+def u8s8_saturates() -> bool:
+    """Whether onnxruntime's integer convs of uint8 inputs by int8 weights may saturate on this CPU: x86 without
+    VNNI sums pairs of products in 16 bits (onnxruntime's quantization docs say so, and recommend uint8 weights
+    there). Measured on an AVX2 EPYC: a tiny random 8-bit CartoonGAN's int8 export 28 to 33 dB from the student
+    it came from, 37 dB with uint8 weights, 142 dB at 7 bits, where no pair can overflow. An x86 CPU whose flags
+    cannot be read counts as saturating: the uint8 form is exact everywhere, only maybe slower."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return False  # ARM's integer dot products accumulate in 32 bits
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return True
+    return not flags & {"avx512_vnni", "avx_vnni", "amx_int8"}
+
+
+def unsigned_weights(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The same graph with its int8 weight codes (zero point 0) written as uint8 with zero point 128: the same
+    dequantized weights, computed by onnxruntime's uint8 x uint8 kernels, which widen to 16 bits before they
+    multiply and cannot saturate (`u8s8_saturates`). A graph without int8 weights comes back unchanged."""
+    proto = copy.deepcopy(proto)
+    dequantized = [node.input for node in proto.graph.node if node.op_type == "DequantizeLinear"]
+    inits = {init.name: init for init in proto.graph.initializer}
+    for codes, _, zero in (i for i in dequantized if len(i) > 2 and i[0] in inits and i[2] in inits):
+        if inits[codes].data_type != onnx.TensorProto.INT8:
+            continue
+        if np.any(numpy_helper.to_array(inits[zero])):
+            raise ValueError(f"{zero}: a signed zero point other than 0 (not a GS Studio export)")
+        shifted = numpy_helper.to_array(inits[codes]).astype(np.int16) + 128
+        inits[codes].CopyFrom(numpy_helper.from_array(shifted.astype(np.uint8), codes))
+        inits[zero].CopyFrom(numpy_helper.from_array(
+            np.full(numpy_helper.to_array(inits[zero]).shape, 128, np.uint8), zero))
     return proto
 
 

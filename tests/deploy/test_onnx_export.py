@@ -13,7 +13,8 @@ from PIL import Image
 from gs_core.checkpoint import save_model
 from gs_core.cli import main
 from gs_core.deploy.onnx_export import export_onnx, to_onnx
-from gs_core.deploy.runtime import OnnxGenerator, OpenVinoGenerator, has_openvino, unsigned_activations
+from gs_core.deploy.runtime import (OnnxGenerator, OpenVinoGenerator, has_openvino, u8s8_saturates,
+                                    unsigned_activations, unsigned_weights)
 from gs_core.slim.quant import ActivationQuantizer, calibrate_activations
 from gs_core.slim.student import make_student
 from tiny_models import TINY_CONFIGS
@@ -82,7 +83,15 @@ def test_int8_export_uses_the_students_own_scales_in_qdq_pairs(tiny_generator, r
     assert codes and all(c.dtype == np.int8 and np.abs(c).max() == 127 for c in codes)  # per-channel max is 127
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+# OpenVINO's int8 convs are exact only with VNNI: on an AVX2 EPYC it put these tiny random students 17.7 and 30.4
+# dB from themselves (7-bit weights: 34.9 and 148 dB), the trained `gs-s0.85-b8` 43 dB (onnxruntime 50 dB), so
+# there the shipped student's test below stands for it.
+EXACT_INT8_ENGINES = [ENGINES[0], pytest.param(
+    OpenVinoGenerator, id="openvino", marks=pytest.mark.skipif(
+        not has_openvino() or u8s8_saturates(), reason="OpenVINO not installed, or int8 convs without VNNI"))]
+
+
+@pytest.mark.parametrize("engine", EXACT_INT8_ENGINES)
 @pytest.mark.parametrize("variant", ["cartoongan_skip", "cyclegan_instance"])
 def test_int8_export_reproduces_the_fake_quantized_student(variant, engine, tiny_generator, rgb_batch, tmp_path):
     student = _student(tiny_generator, rgb_batch, 8, variant)
@@ -105,6 +114,30 @@ def test_shipped_8_bit_student_runs_in_integer_arithmetic_as_trained(engine, rgb
     with torch.inference_mode():
         expected = student.stylize(rgb)
     assert _psnr(engine(export_onnx(student, tmp_path / "s.onnx", int8=True), threads=1).stylize(rgb), expected) >= 35
+
+
+def test_uint8_weights_are_the_same_weights_and_reproduce_the_student(tiny_generator, rgb_batch, tmp_path):
+    """The form onnxruntime gets on a CPU where its uint8 x int8 kernels saturate (`u8s8_saturates`); built here
+    on any CPU, so it is checked on every machine."""
+    student = _student(tiny_generator, rgb_batch, 8)
+    proto = to_onnx(student, int8=True)
+    unsigned = unsigned_weights(proto)
+
+    before, after = ({i.name: numpy_helper.to_array(i) for i in p.graph.initializer if ".weight." in i.name}
+                     for p in (proto, unsigned))
+    assert before.keys() == after.keys() and any(k.endswith(".codes") for k in before)
+    for name, value in after.items():  # codes shifted by 128, zero points at 128, scales untouched
+        if name.endswith(".codes"):
+            assert value.dtype == np.uint8 and np.array_equal(value.astype(np.int16) - 128, before[name])
+        elif name.endswith(".zero"):
+            assert value.dtype == np.uint8 and (value == 128).all() and not before[name].any()
+        else:
+            assert np.array_equal(value, before[name])
+    onnx.save(unsigned, tmp_path / "unsigned.onnx")
+    rgb = rgb_batch(2, 40, 48, seed=5)
+    with torch.inference_mode():
+        expected = student.stylize(rgb)
+    assert _psnr(OnnxGenerator(tmp_path / "unsigned.onnx", threads=1).stylize(rgb), expected) >= 35
 
 
 def test_unsigned_form_of_signed_activations_is_the_same_graph(tiny_generator, rgb_batch, tmp_path):
