@@ -62,6 +62,8 @@ class GridConfig:
         Point("prune", 0.7, 32), Point("prune", 0.85, 32),
         Point("quant", 0.0, 8), Point("quant", 0.0, 4),
         Point("stacked", 0.7, 8), Point("stacked", 0.85, 8),
+        # At 4 bits, where quantization costs most (quant-s0-b4), doing it with pruning at once should matter most.
+        Point("stacked", 0.85, 4),
         Point("stacked-scratch", 0.7, 8), Point("stacked-scratch", 0.85, 8),
         # Latency budgets (a fraction of the teacher's onnxruntime latency removed) near the measured latency of
         # gs-s0.4-b32 and gs-s0.7-b32 (0.73 and 0.51 of the teacher's), to compare the two budgets at equal
@@ -85,6 +87,8 @@ class GridConfig:
     # quant_delay 0.6: a GS student's quantizers come on 400 steps before the end (halfway into fine-tuning); on the
     # validation photos (85%, 8 bits, 3 seeds) +0.34 dB over quantizing from the first step; 0.4 and 0.8 were no
     # better, a cosine restarted at the switch 0.11 dB worse (README, "What does not close GS's gap to stacked").
+    # Under 8 bits it stays: no delay won at 85% / 4 bits but lost over the grid's 4-bit and mixed points on the
+    # validation photos (README, "At 4 bits").
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=1000, lr=8e-4, quant_delay=0.6, ndf=16, checkpoint_every=50, log_every=10))
     # Sparsities that also get a mixed-precision GS student. Its bits average `mixed_average_bits` per weight,
