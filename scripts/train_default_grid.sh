@@ -16,8 +16,8 @@ $PY --only gs-s0.7-b8 gs-s0.85-b8 gs-s0.95-b8 gs-s0.4-b8 gs-s0.7-b4 gs-s0.85-b4 
 lane_a=$!
 # The first lane measures the teacher before its first point; the second starts once that is in the card.
 until grep -q '"metrics"' checkpoints/teacher/card.json || ! kill -0 "$lane_a" 2>/dev/null; do sleep 5; done
-$PY --only stacked-s0.7-b8 stacked-s0.85-b8 stacked-s0.85-b4 stacked-scratch-s0.7-b8 stacked-scratch-s0.85-b8 distill-s0.7-b32 \
-    distill-s0.85-b32 prune-s0.7-b32 prune-s0.85-b32 quant-s0-b8 quant-s0-b4 gs-latency-s0.5-b32 \
+$PY --only stacked-s0.7-b8 stacked-s0.85-b8 stacked-s0.85-b4 stacked-scratch-s0.7-b8 stacked-scratch-s0.85-b8 \
+    distill-s0.7-b32 distill-s0.85-b32 prune-s0.7-b32 prune-s0.85-b32 quant-s0-b8 quant-s0-b4 gs-latency-s0.5-b32 \
     gs-size-s0.98-b8 gs-s0.7-bmixed gs-s0.85-bmixed > runs/grid-b.log 2>&1 &
 wait
 $PY > runs/grid-final.log 2>&1

@@ -3,6 +3,7 @@ PyTorch Generator."""
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.util
 import math
 import platform
@@ -98,6 +99,7 @@ def unsigned_activations(proto: onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
+@functools.cache  # read once per process: every session asks
 def u8s8_saturates() -> bool:
     """Whether onnxruntime's integer convs of uint8 inputs by int8 weights may saturate on this CPU: x86 without
     VNNI sums pairs of products in 16 bits (onnxruntime's quantization docs say so, and recommend uint8 weights
