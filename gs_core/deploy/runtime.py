@@ -83,6 +83,14 @@ def has_openvino() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
+def _zero_point_to_128_(init: onnx.TensorProto) -> None:
+    """A signed zero point (int8 0, scalar or per channel) rewritten in place as uint8 128 of the same shape."""
+    zero = numpy_helper.to_array(init)
+    if np.any(zero):
+        raise ValueError(f"{init.name}: a signed zero point other than 0 (not a GS Studio export)")
+    init.CopyFrom(numpy_helper.from_array(np.full(zero.shape, 128, np.uint8), init.name))
+
+
 def unsigned_activations(proto: onnx.ModelProto) -> onnx.ModelProto:
     """The same graph with every signed activation quantizer (int8, zero point 0) written as uint8 with zero point
     128: the same levels and the same dequantized values. OpenVINO computed a CartoonGAN student's colour head
@@ -93,9 +101,7 @@ def unsigned_activations(proto: onnx.ModelProto) -> onnx.ModelProto:
                    if node.op_type == "QuantizeLinear" and len(node.input) > 2}
     for init in proto.graph.initializer:
         if init.name in zero_points and init.data_type == onnx.TensorProto.INT8:
-            if np.any(numpy_helper.to_array(init)):
-                raise ValueError(f"{init.name}: a signed zero point other than 0 (not a GS Studio export)")
-            init.CopyFrom(numpy_helper.from_array(np.array(128, np.uint8), init.name))
+            _zero_point_to_128_(init)
     return proto
 
 
@@ -125,12 +131,9 @@ def unsigned_weights(proto: onnx.ModelProto) -> onnx.ModelProto:
     for codes, _, zero in (i for i in dequantized if len(i) > 2 and i[0] in inits and i[2] in inits):
         if inits[codes].data_type != onnx.TensorProto.INT8:
             continue
-        if np.any(numpy_helper.to_array(inits[zero])):
-            raise ValueError(f"{zero}: a signed zero point other than 0 (not a GS Studio export)")
+        _zero_point_to_128_(inits[zero])
         shifted = numpy_helper.to_array(inits[codes]).astype(np.int16) + 128
         inits[codes].CopyFrom(numpy_helper.from_array(shifted.astype(np.uint8), codes))
-        inits[zero].CopyFrom(numpy_helper.from_array(
-            np.full(numpy_helper.to_array(inits[zero]).shape, 128, np.uint8), zero))
     return proto
 
 
