@@ -11,7 +11,11 @@ diff, card) for a 512 px photo, 40 moves of a seeded random walk over the grid, 
   browser (with --browser): slider key press to new picture decoded in headless Chromium, timed by the
         page's clock: what a user sees; the browser shares the machine's cores with the server.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/app_latency.py [--checkpoints DIR] [--json OUT] [--browser]
+With --job, a compression job trains all along (the Compress page's case: a worker process started as app.py
+starts it, at its niceness, on the embedded teacher or --job-teacher FILE), and is cancelled at the end; the
+report says how many steps it trained meanwhile.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/app_latency.py [--checkpoints DIR] [--json OUT] [--browser] [--job]
 
 Without a real grid, build one with the teacher's width first: tests/app/fake_grid.py /tmp/grid.
 """
@@ -24,7 +28,7 @@ import random
 import socket
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +38,8 @@ from PIL import Image
 
 import app  # first: sets the environment gradio needs before the pages import it
 from gs_core.data.photoset import load_split
+from gs_core.jobs import JobQueue, JobSpec
+from pages import default_student
 from pages.compare import move_controls, photo_view
 from pages.store import ModelGrid, load_photo
 
@@ -74,12 +80,33 @@ def time_moves(grid: ModelGrid, photo, walk, start: str, clear_cache: bool) -> l
 
 
 @contextmanager
-def served(grid: ModelGrid):
+def job_running(workspace: Path | None, teacher: str):
+    """A compression job training in `workspace`'s worker for as long as the block runs (nothing without a
+    workspace); yields a function that reports the job's state and step."""
+    if workspace is None:
+        yield lambda: None
+        return
+    queue = JobQueue(workspace)
+    app.start_worker(workspace, "local", "cpu")
+    job_id = queue.submit(JobSpec(teacher=teacher, steps=100_000))  # far more than the benchmark lasts
+    while (status := queue.status(job_id))["phase"] != "training" or status["step"] < 1:
+        assert status["state"] in ("queued", "running"), f"the job ended before training: {status}"
+        time.sleep(0.5)
+    try:
+        yield lambda: {key: queue.status(job_id)[key] for key in ("id", "teacher", "state", "phase", "step")}
+    finally:
+        queue.cancel(job_id)
+        while queue.status(job_id)["state"] == "running":  # it stops at its next step; then its folder may go
+            time.sleep(0.5)
+
+
+@contextmanager
+def served(grid: ModelGrid, workspace: Path | None = None):
     """The app on a free local port, in this process (so the benchmark can wait for its prefetch)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    demo = app.build_app(grid)
+    demo = app.build_app(grid, workspace)
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False)
     try:
         yield demo.local_url
@@ -160,6 +187,8 @@ def main() -> None:
                         help="cold moves run a model each; fewer keep the benchmark short on 2 cores")
     parser.add_argument("--browser", action="store_true",
                         help="also time slider moves end to end in headless Chromium (/usr/bin/chromium)")
+    parser.add_argument("--job", action="store_true", help="time everything while a compression job trains")
+    parser.add_argument("--job-teacher", default="", help="with --job: the job's teacher file (default: embedded)")
     parser.add_argument("--json", type=Path, default=Path("runs/app_latency.json"))
     args = parser.parse_args()
     app.configure_torch()
@@ -170,9 +199,13 @@ def main() -> None:
     except (FileNotFoundError, ValueError) as err:
         parser.exit(1, f"error: {err}\n")
     load_s = time.perf_counter() - began
+    stack = ExitStack()
+    workspace = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gs-workspace-"))) if args.job else None
+    job = stack.enter_context(job_running(workspace, args.job_teacher))
+    job_at_start = job()
     photo = photo_512(load_split("test")[0])
     walk = random_walk(grid, args.moves)
-    start = app.default_student(grid)
+    start = default_student(grid)
 
     cold = time_moves(grid, photo, walk[:args.cold_moves], start, clear_cache=True)
     grid.clear_results()
@@ -187,12 +220,14 @@ def main() -> None:
               "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
               "load_models_s": load_s, "first_photo_view_ms": first_view_ms, "prefetch_done_s": prefetch_s,
               "cold": summary(cold), "warm": summary(warm)}
-    with tempfile.TemporaryDirectory() as folder, served(grid) as url:
+    with stack, tempfile.TemporaryDirectory() as folder, served(grid, workspace) as url:
         photo_png = Path(folder) / f"{photo.name}.png"
         Image.fromarray(photo.rgb).save(photo_png)  # lossless: same pixels, same cached results
         report["api"] = summary(time_api(url, photo_png, walk))
         if args.browser:
             report["browser"] = summary(time_browser(url, grid, photo_png, args.moves))
+        if job_at_start:
+            report["job"] = {"at_start": job_at_start, "at_end": job()}
     print(json.dumps(report, indent=1))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1) + "\n")

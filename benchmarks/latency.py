@@ -3,14 +3,13 @@ OpenVINO where it is installed), in one process.
 
     python benchmarks/latency.py [--checkpoints checkpoints] [--only ID ...] [--sizes 256 512] [--threads 2]
                                  [--warmup 3] [--repeats 20] [--out benchmarks/results/latency.json] [--plot benchmarks/results/latency.html]
-                                 [--update-manifest]
 
-Every (model, runtime) pair is timed round-robin (gs_core.deploy.latency.median_ms) with fixed threads (torch,
+Every (model, runtime) pair is timed round-robin (gs_core.eval.cost.median_ms) with fixed threads (torch,
 onnxruntime and OpenVINO alike), one 1 x 3 x SIZE x SIZE stylization per call. Prints, per size, the median
 milliseconds, the speed-up over the teacher in the same runtime and, beside it, the MACs reduction; writes them as
-JSON with what they depend on, and a plot (HTML) of MACs reduction against measured speed-up. `--update-manifest`
-writes the 256 px numbers into the cards and the manifest: `latency_ms` in the model's deployed runtime (field
-`runtime`), `latency_ms_torch` in PyTorch eager; nothing else in the cards changes.
+JSON with what they depend on, and a plot (HTML) of MACs reduction against measured speed-up. The manifest's
+`latency_ms` and `runtime` are not this table's: they are `deploy`'s choice per model (`python -m gs_core grid
+--remeasure latency_ms`), which also tries the rewritten int8 forms and refuses inexact ones.
 """
 from __future__ import annotations
 
@@ -24,11 +23,9 @@ import onnxruntime
 import plotly.graph_objects as go
 import torch
 
-from gs_core.checkpoint import load_model, read_card, weights_digest, write_card
-from gs_core.deploy.latency import RUNTIMES, cpu_name, deployed_runtime, median_ms, runners
-from gs_core.grid import write_manifest
-
-MANIFEST_SIZE = 256  # the size every other cost in the manifest is measured at
+from gs_core.checkpoint import load_model
+from gs_core.deploy.latency import RUNTIMES, cpu_name, runners
+from gs_core.eval.cost import median_ms
 
 
 def _openvino_version() -> str | None:
@@ -69,17 +66,6 @@ def plot(size: int, rows: list[dict], path: Path) -> None:
     figure.write_html(path, include_plotlyjs=True)
 
 
-def update_manifest(root: Path, results: dict, models: dict, paths: dict) -> None:
-    teacher_ms = results["teacher"][deployed_runtime(models["teacher"])]
-    for model_id, by_runtime in results.items():
-        runtime = deployed_runtime(models[model_id])
-        card = read_card(paths[model_id])
-        card["metrics"].update(latency_ms=by_runtime[runtime], latency_ms_torch=by_runtime["pytorch"],
-                               runtime=runtime, speedup=teacher_ms / by_runtime[runtime])
-        write_card(paths[model_id], card)
-    write_manifest(root, paths["teacher"], weights_digest(models["teacher"]))
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoints", type=Path, default=Path("checkpoints"))
@@ -90,11 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "latency.json")
     parser.add_argument("--plot", type=Path, default=Path(__file__).parent / "results" / "latency.html")
-    parser.add_argument("--update-manifest", action="store_true",
-                        help=f"write the {MANIFEST_SIZE} px numbers into the cards and the manifest")
     args = parser.parse_args(argv)
-    if args.update_manifest and (MANIFEST_SIZE not in args.sizes or args.only):
-        parser.error(f"--update-manifest needs size {MANIFEST_SIZE} and every model (no --only)")
 
     root = args.checkpoints.resolve()
     # every model of the grid; the identity row ("output = the photo") has no model to time
@@ -115,8 +97,6 @@ def main(argv: list[str] | None = None) -> dict:
             print_table(size, rows)
             if size == max(args.sizes):
                 plot(size, rows, args.plot)
-            if args.update_manifest and size == MANIFEST_SIZE:
-                update_manifest(root, results, models, paths)
     args.out.write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out} and {args.plot}")
     return report

@@ -5,7 +5,7 @@ predicts it and as onnxruntime measures it, beside their quality.
                                         [--out benchmarks/results/latency_budget.json]
 
 The table is the teacher's (`gs_core.deploy.latency_table`, measured once on this machine at 256 px and cached);
-every model is exported to ONNX fp32 and timed round-robin in one process (`gs_core.deploy.latency.median_ms`).
+every model is exported to ONNX fp32 and timed round-robin in one process (`gs_core.eval.cost.median_ms`).
 Prints, per student: MACs removed, predicted and measured ms (and the prediction's error), speed-up over the
 teacher, PSNR and style retained against the teacher from the manifest.
 """
@@ -19,9 +19,10 @@ from pathlib import Path
 import pandas as pd
 
 from gs_core.checkpoint import load_model
-from gs_core.deploy.latency import median_ms, runners
+from gs_core.deploy.latency import runners
 from gs_core.deploy.latency_table import latency_table
-from gs_core.slim.methods import COST_SIZE
+from gs_core.eval.cost import median_ms
+from gs_core.methods import COST_SIZE
 from gs_core.slim.plan import dense_plan, kept_channels
 
 

@@ -1,4 +1,4 @@
-"""Would an output scale make onnxruntime's int8 graph fast? A probe behind the README's deployment section.
+"""Would an output scale make onnxruntime's int8 graph fast? A probe behind docs/deployment.md.
 
     python benchmarks/ort_int8_probe.py [--model checkpoints/grid/gs-s0.85-b8] [--sibling checkpoints/grid/gs-s0.85-b32]
                                         [--size 512] [--threads 2]
@@ -27,9 +27,9 @@ import torch
 from onnx import helper, numpy_helper
 
 from gs_core.checkpoint import load_model
-from gs_core.deploy.latency import median_ms
 from gs_core.deploy.onnx_export import OUTPUT, to_onnx
 from gs_core.deploy.runtime import session_options, unsigned_weights
+from gs_core.eval.cost import median_ms
 from gs_core.eval import quality
 
 

@@ -7,59 +7,32 @@ safetensors metadata so the weights file alone is enough to rebuild the model. F
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import pickle
-import tempfile
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from gs_core.files import CheckpointError, atomic_path
 from gs_core.models import Generator, StateDictMismatch, generator_from_state_dict, load_state_dict_strict
-from gs_core.slim.student import build_from_spec, spec_of
 
 WEIGHTS = "weights.safetensors"
 CARD = "card.json"
 FORMAT_VERSION = 1
 
-
-class CheckpointError(ValueError):
-    """A file that cannot be loaded as a model; the message says which file and why."""
-
-
-@contextmanager
-def atomic_path(path: str | Path):
-    """Yield a temporary name beside `path`; rename it to `path` once the block succeeds, delete it otherwise.
-    A crash never leaves half a file where a reader (or a resumed run) would find it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+# How a model is described as plain data (its spec) and rebuilt from it. Storage knows generators; what a GS
+# student adds to one (gates, quantizers) is the method's business, so gs_core.slim.student registers both
+# functions here, and gs_core/__init__.py imports it before any module of the package runs: storage never imports
+# the method, and the hooks are always in place.
+_spec_hooks: dict[str, Callable] = {}
 
 
-def atomic_torch_save(obj, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def weights_digest(model: torch.nn.Module) -> str:
-    """A short fingerprint of the architecture and every weight: equal digests mean the same model. Students
-    record their teacher's, so work distilled from an older teacher is recognised as stale."""
-    h = hashlib.sha256(getattr(model, "arch", type(model).__name__).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+def register_spec(describe: Callable[[Generator], dict], rebuild: Callable[[dict], Generator]) -> None:
+    """Install `describe(model) -> spec` and `rebuild(spec) -> untrained model with the same state-dict keys`."""
+    _spec_hooks.update(describe=describe, rebuild=rebuild)
 
 
 def write_card(folder: Path, card: dict) -> None:
@@ -78,7 +51,7 @@ def _jsonable(value):
 def save_model(model: Generator, folder: str | Path, card: dict | None = None) -> Path:
     """Save `model` as `folder/weights.safetensors` + `folder/card.json`; returns the folder."""
     folder = Path(folder)
-    spec = spec_of(model)
+    spec = _spec_hooks["describe"](model)
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     with atomic_path(folder / WEIGHTS) as tmp:
         save_file(state, tmp, metadata={"gs_spec": json.dumps(spec), "format_version": str(FORMAT_VERSION)})
@@ -99,8 +72,6 @@ def read_card(path: str | Path) -> dict:
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
@@ -141,7 +112,7 @@ def load_model(path: str | Path) -> tuple[Generator, dict]:
             card = read_card(weights) if (weights.parent / CARD).is_file() else {}
             spec = card.get("architecture") or json.loads(metadata.get("gs_spec", "null") or "null")
             if spec:
-                model = build_from_spec(spec)
+                model = _spec_hooks["rebuild"](spec)
                 load_state_dict_strict(model, state)
                 return model.eval(), {**card, "architecture": spec}
             model = generator_from_state_dict(state)
@@ -151,4 +122,4 @@ def load_model(path: str | Path) -> tuple[Generator, dict]:
         if isinstance(err, CheckpointError):
             raise
         raise CheckpointError(f"{weights}: {err}") from None
-    return model, {"name": weights.stem, "source": str(weights), "architecture": spec_of(model)}
+    return model, {"name": weights.stem, "source": str(weights), "architecture": _spec_hooks["describe"](model)}

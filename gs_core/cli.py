@@ -73,6 +73,7 @@ def cmd_stylize(args) -> int:
 
     from gs_core.checkpoint import load_model
     from gs_core.data.images import ImageLoadError, load_rgb, to_tensor, to_uint8
+    from gs_core.deploy.choose import is_deployed, load_deployed
     from gs_core.device import resolve_device
     from PIL import Image
 
@@ -80,7 +81,9 @@ def cmd_stylize(args) -> int:
     if Path(args.model).suffix == ".onnx":  # an exported model runs in onnxruntime (or OpenVINO), on the CPU
         from gs_core.deploy.runtime import ENGINES
 
-        model, device = ENGINES[args.engine](args.model), torch.device("cpu")
+        model, device = ENGINES[args.engine](args.model, threads=args.threads), torch.device("cpu")
+    elif is_deployed(args.model):  # a deployed folder: its own engine and graph, on the CPU
+        model, device = load_deployed(args.model, threads=args.threads), torch.device("cpu")
     else:
         model = load_model(args.model)[0].to(device)
     out = Path(args.out)
@@ -126,7 +129,7 @@ def cmd_slim(args) -> int:
     from gs_core.data.images import list_images
     from gs_core.data.teacher_cache import CROPS_PER_PHOTO, distillation_pairs, task_targets
     from gs_core.device import resolve_device
-    from gs_core.slim.methods import SlimConfig, drawn_rows, run_method
+    from gs_core.methods import SlimConfig, drawn_rows, run_method
     from gs_core.slim.train import TrainConfig
 
     device = resolve_device(args.device)
@@ -182,6 +185,21 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_deploy(args) -> int:
+    from gs_core.deploy.choose import deploy
+
+    info = deploy(args.model, args.out, size=args.size, threads=args.threads, repeats=args.repeats,
+                  engines=args.engines)
+    print(f"{'candidate':42}{'fidelity':>10}{'latency':>12}  why")
+    for c in info["candidates"]:
+        db = "-" if c["fidelity_db"] is None else f"{c['fidelity_db']:.1f} dB"
+        ms = "-" if c["latency_ms"] is None else f"{c['latency_ms']:.1f} ms"
+        print(f"{c['engine'] + ' ' + c['precision'] + ' ' + c['variant']:42}{db:>10}{ms:>12}  {c['why']}")
+    print(f"deployed {info['engine']} {info['precision']} ({info['variant']}) to {args.out}: "
+          f"{info['latency_ms']:.1f} ms at {info['size']} px, {info['threads']} threads, on {info['cpu']}")
+    return 0
+
+
 def cmd_eval(args) -> int:
     from gs_core.device import resolve_device
     from gs_core.eval.evaluate import METRICS, evaluate_models, write_table
@@ -199,7 +217,12 @@ def cmd_eval(args) -> int:
 def cmd_fetch_weights(args) -> int:
     from gs_core.eval.backbones import fetch_weights
 
-    for path in fetch_weights(args.names or None, timeout_s=args.timeout):
+    try:
+        paths = fetch_weights(args.names or None, timeout_s=args.timeout)
+    except RuntimeError as err:  # no network: the message says what to do instead, a traceback would not
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for path in paths:
         print(f"ok {path}")
     return 0
 
@@ -229,6 +252,7 @@ def cmd_grid(args) -> int:
 
     from gs_core.device import resolve_device
     from gs_core.grid import grid_preset, remeasure, run_grid, run_local
+    from gs_core.slim.plan import parse_channel_multiple
 
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
@@ -239,17 +263,47 @@ def cmd_grid(args) -> int:
         backend = RayBackend(args.address, cpus_per_point=args.threads, gpus_per_point=args.gpus_per_point)
     elif args.address or args.gpus_per_point:
         raise ValueError("--address and --gpus-per-point are options of --backend ray")
+    parse_channel_multiple(args.channel_multiple)  # a wrong value fails here, not in every point
+    cfg = dataclasses.replace(grid_preset(args.preset), channel_multiple=args.channel_multiple)
     if args.remeasure:
-        manifest = remeasure(grid_preset(args.preset), args.teacher, args.out, args.remeasure, device)
+        manifest = remeasure(cfg, args.teacher, args.out, args.remeasure, device)
     else:
-        manifest = run_grid(grid_preset(args.preset), args.teacher, args.out, args.run_dir, only=args.only,
+        manifest = run_grid(cfg, args.teacher, args.out, args.run_dir, only=args.only,
                             device=device, backend=backend)
     print(manifest.to_string())
     return 0
 
 
+def cmd_jobs(args) -> int:
+    import torch
+
+    from gs_core import jobs
+    from gs_core.device import resolve_device
+
+    if args.action == "worker":
+        torch.set_num_threads(args.threads)
+        jobs.work(args.workspace, args.backend, resolve_device(args.device), parent=args.parent, once=args.once)
+        return 0
+    queue = jobs.JobQueue(args.workspace)
+    if args.action == "submit":
+        spec = _dataclass_from_args(jobs.JobSpec, args)
+        print(jobs.inspect_teacher(jobs.EMBEDDED_TEACHER if not spec.teacher else spec.teacher))
+        if args.estimate:
+            guess = jobs.estimate(spec, args.workspace)
+            print(f"about {guess['seconds'] / 60:.1f} min and {guess['disk_bytes'] / 1e6:.0f} MB ({guess['how']})")
+        print(queue.submit(spec))
+    elif args.action == "cancel":
+        queue.cancel(args.job)
+    for job in queue.jobs() if args.action == "list" else ():
+        eta = f", about {job['eta_s'] / 60:.1f} min left" if job["eta_s"] else ""
+        print(f"{job['id']}  {job['state']:9}  {job['step']}/{job['steps']}{eta}  {job['teacher']}  "
+              f"{job['model'] or job['error'] or ''}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from gs_core.slim.methods import SlimConfig
+    from gs_core.jobs import JobSpec
+    from gs_core.methods import SlimConfig
     from gs_core.slim.train import TrainConfig
 
     parser = argparse.ArgumentParser(prog="gs_core", description="GAN Slimming: compress image-to-image GANs.")
@@ -260,13 +314,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_info)
 
-    p = sub.add_parser("stylize", help="stylize RGB images with a model (a checkpoint or an exported .onnx)")
+    p = sub.add_parser("stylize", help="stylize RGB images with a model (a checkpoint, an exported .onnx or a "
+                       "deployed folder)")
     p.add_argument("inputs", nargs="+", help="image files, or folders of them")
     p.add_argument("--model", default=str(DEFAULT_TEACHER))
     p.add_argument("--out", required=True, help="folder for the styled PNGs (one per input, named after it)")
     p.add_argument("--max-side", type=int, default=1024, help="downscale larger images (default 1024)")
     p.add_argument("--engine", choices=("onnxruntime", "openvino"), default="onnxruntime",
                    help="the runtime an .onnx model runs in (default onnxruntime; openvino where installed)")
+    p.add_argument("--threads", type=int, help="threads of an .onnx or deployed model (default: a deployed "
+                   "folder's own, else one per core)")
     _add_device_arg(p)
     p.set_defaults(run=cmd_stylize)
 
@@ -293,6 +350,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="integer convs with the student's own GS scales (quantized students only)")
     p.add_argument("--out", required=True, help="the .onnx file to write")
     p.set_defaults(run=cmd_export)
+
+    p = sub.add_parser("deploy", help="the fastest exact engine and form for this CPU: a folder stylize runs")
+    p.add_argument("model", help="checkpoint folder or file (a gated student is extracted first)")
+    p.add_argument("--out", required=True, help="the folder to write (model.onnx + deploy.json); an earlier "
+                   "deploy there is replaced")
+    p.add_argument("--size", type=int, default=512, help="side of the square image timed (default 512)")
+    p.add_argument("--threads", type=int, default=2, help="threads the engines time with and run with (default 2)")
+    p.add_argument("--repeats", type=int, default=20, help="timed rounds per candidate (default 20)")
+    p.add_argument("--engines", nargs="+", choices=("onnxruntime", "openvino"),
+                   help="only these engines (default: every installed one), say those the target machine has")
+    p.set_defaults(run=cmd_deploy)
 
     p = sub.add_parser("eval", help="quality and cost of checkpoints against a teacher")
     p.add_argument("models", nargs="+")
@@ -330,6 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(REPO / "checkpoints"))
     p.add_argument("--run-dir", default=str(REPO / "runs" / "grid"))
     p.add_argument("--only", nargs="+", help="train only these point ids, in this order")
+    p.add_argument("--channel-multiple", default="auto", help="kept widths a multiple of N channels, or auto (the "
+                   "CPU's kernel block where it pays; see slim --help); 1: any width (default: auto)")
     p.add_argument("--remeasure", nargs="+", metavar="METRIC",
                    help="train nothing: measure these metrics again for every finished point (e.g. latency_ms)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (with --backend ray: per point, and the "
@@ -342,6 +412,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-point", type=float, default=0,
                    help="with --backend ray: GPUs each point requests, and trains on (else on the CPU)")
     p.set_defaults(run=cmd_grid)
+
+    p = sub.add_parser("jobs", help="users' compression jobs: a queue on disk and the worker that runs it")
+    actions = p.add_subparsers(dest="action", required=True)
+    worker = actions.add_parser("worker", help="run the queued jobs one at a time (the app starts one)")
+    worker.add_argument("--backend", choices=("local", "ray"), default="local")
+    worker.add_argument("--threads", type=int, default=2)
+    worker.add_argument("--parent", type=int, help="leave once the queue is empty and this process has gone")
+    worker.add_argument("--once", action="store_true", help="leave once the queue is empty")
+    _add_device_arg(worker)
+    submit = actions.add_parser("submit", help="queue a job (the teacher is checked and copied first)")
+    submit.add_argument("--estimate", action="store_true", help="time a few steps first and say how long")
+    _add_dataclass_args(submit, JobSpec)
+    actions.add_parser("list", help="every job, newest first")
+    cancel = actions.add_parser("cancel", help="cancel a queued or running job")
+    cancel.add_argument("job")
+    for action in (worker, submit, cancel, actions.choices["list"]):
+        action.add_argument("--workspace", default=str(REPO / "workspace"))
+    p.set_defaults(run=cmd_jobs)
     return parser
 
 

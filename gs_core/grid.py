@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Collection
@@ -22,13 +23,16 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from gs_core.checkpoint import load_model, read_card, save_model, weights_digest, write_card
+from gs_core.checkpoint import load_model, read_card, save_model, write_card
 from gs_core.data.photoset import load_split
 from gs_core.data.teacher_cache import distillation_pairs, task_targets
+from gs_core.deploy.choose import DeployError, deploy, runtime_label
+from gs_core.eval.backbones import fetch_weights
 from gs_core.eval.evaluate import IDENTITY, QUALITY_METRICS, evaluate_models
+from gs_core.files import atomic_path, weights_digest
+from gs_core.methods import SlimConfig, delays_quantization, run_method
 from gs_core.models import Generator
 from gs_core.slim.bit_allocation import allocate_bits, layer_sensitivity
-from gs_core.slim.methods import SlimConfig, delays_quantization, run_method
 from gs_core.slim.packing import save_packed
 from gs_core.slim.quant import FULL_PRECISION, calibration_quantile, conv_layers
 from gs_core.slim.train import TrainConfig
@@ -38,6 +42,7 @@ QUALITY = ("psnr", "ssim", "lpips", "fid")  # None for the teacher, their refere
 MANIFEST_FIELDS = ("id", "method", "bits", "sparsity_target", "channels_removed", "macs_removed", "params", "macs",
                    "size_bits", "compression_size", "compression_macs", "latency_ms", "runtime", "latency_ms_torch",
                    "psnr", "ssim", "lpips", "fid", "style_retained", "eval_size", "path")
+DEPLOY_THREADS = 2  # every latency in the manifest is deploy's choice at 2 threads
 TEACHER_FOLDER = "teacher"  # where a grid keeps its teacher, inside the grid's folder
 LEGACY_EVAL_SIZE = 256  # cards written before `eval_size` was recorded were all measured at 256 px
 
@@ -76,19 +81,21 @@ class GridConfig:
     )
     size: int = 96  # training crop size
     batch_size: int = 4
+    channel_multiple: str = "auto"  # SlimConfig.channel_multiple of every pruned point
     # 1,000 steps: about an hour for the grid on 2 cores, inside a 2-h budget; quality still rises with more (3,000:
-    # the `long` preset; README, "Why 1,000 steps"). TrainConfig's schedule (prune in the first fifth, then
-    # fine-tune on a cosine of its own) was chosen here: on the validation photos (85% MACs removed, 8 bits, 300
-    # steps) it lifted GS from 31.59 to 32.49 dB and the stacked baseline from 32.52 to 33.10 dB over pruning in 60%
-    # of the steps on one cosine.
+    # the `long` preset; docs/grid-and-studies.md, "Why 1,000 steps"). TrainConfig's schedule (prune in the first
+    # fifth, then fine-tune on a cosine of its own) was chosen here: on the validation photos (85% MACs removed,
+    # 8 bits, 300 steps) it lifted GS from 31.59 to 32.49 dB and the stacked baseline from 32.52 to 33.10 dB over
+    # pruning in 60% of the steps on one cosine.
     # lr 8e-4, four times TrainConfig's: on the validation photos (85%, 8 bits, 3 seeds) 4e-4 lifted GS by 0.35 dB
     # and the stacked baseline by 0.43 dB over 2e-4, and 8e-4 by 0.23 and 0.30 dB more; 1.6e-3 added 0.14 and 0.06
-    # dB but doubled the spread over seeds (README, "The learning rate").
+    # dB but doubled the spread over seeds (docs/grid-and-studies.md, "The learning rate").
     # quant_delay 0.6: a GS student's quantizers come on 400 steps before the end (halfway into fine-tuning); on the
     # validation photos (85%, 8 bits, 3 seeds) +0.34 dB over quantizing from the first step; 0.4 and 0.8 were no
-    # better, a cosine restarted at the switch 0.11 dB worse (README, "What does not close GS's gap to stacked").
+    # better, a cosine restarted at the switch 0.11 dB worse (docs/grid-and-studies.md, "What does not close GS's
+    # gap to stacked").
     # Under 8 bits it stays: no delay won at 85% / 4 bits but lost over the grid's 4-bit and mixed points on the
-    # validation photos (README, "At 4 bits").
+    # validation photos (docs/grid-and-studies.md, "At 4 bits").
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=1000, lr=8e-4, quant_delay=0.6, ndf=16, checkpoint_every=50, log_every=10))
     # Sparsities that also get a mixed-precision GS student. Its bits average `mixed_average_bits` per weight,
@@ -112,7 +119,9 @@ class GridConfig:
         train = {k: v for k, v in asdict(self.train).items() if k not in ignored}
         if isinstance(point.bits, int) and "calibration_quantile" in train and train["calibration_quantile"] is None:
             train["calibration_quantile"] = calibration_quantile(point.bits)  # the quantile it resolves to
-        text = json.dumps({"size": self.size, "batch_size": self.batch_size, "train": train}, sort_keys=True)
+        rounding = {} if self.channel_multiple == "auto" else {"channel_multiple": self.channel_multiple}
+        text = json.dumps({"size": self.size, "batch_size": self.batch_size, "train": train, **rounding},
+                          sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def points(self) -> list[Point]:
@@ -128,7 +137,7 @@ PRESETS = {
     "default": GridConfig(),
     # The default grid trained three times as long (3,000 steps a point, about 3.5 h on 2 CPU cores): at 85% / 8 bits
     # and lr 4e-4 GS kept 0.91 of the teacher's style on the test photos instead of 0.90 (scripts/seeds_study.py --set
-    # steps=3000 lr=4e-4, 3 seeds; README, "Why 1,000 steps").
+    # steps=3000 lr=4e-4, 3 seeds; docs/grid-and-studies.md, "Why 1,000 steps").
     "long": replace(GridConfig(), train=replace(GridConfig().train, steps=3000)),
     # Seconds, for tests: a 2 x 2 GS grid and one of each baseline on a tiny teacher.
     "quick": GridConfig(sparsities=(0.5, 0.9), bits=(32, 8),
@@ -199,7 +208,48 @@ def _measure(folder: Path | None, teacher_path: Path, cfg: GridConfig, photos: P
             metrics[extra] = row[extra]
     for name in set(QUALITY_METRICS) - set(cfg.metrics):
         missing[name] = "not requested in this grid preset"
+    if folder and metrics.get("latency_ms") is not None:
+        is_teacher = Path(folder).resolve() == Path(teacher_path).resolve()
+        teacher_ms = None if is_teacher else _teacher_deployed_ms(teacher_path, cfg.eval_size)
+        _deployed_latency_(metrics, folder, cfg.eval_size, teacher_ms, is_teacher)
     return {**metrics, "eval_size": cfg.eval_size, "device": str(device), "missing": missing}
+
+
+def deployed_latency(folder: Path, size: int) -> dict:
+    """What `deploy` (gs_core.deploy.choose) chooses for `folder` on this machine at size x size and
+    DEPLOY_THREADS, deployed to a temporary folder: its deploy.json."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return deploy(folder, Path(tmp) / "deployed", size=size, threads=DEPLOY_THREADS)
+
+
+def _deployed_latency_(metrics: dict, folder: Path, size: int, teacher_ms: float | None,
+                       is_teacher: bool = False) -> float | None:
+    """Make `metrics`' latency (PyTorch eager, just timed) the deployed one: latency_ms and runtime become
+    deploy's choice, the eager figure moves to latency_ms_torch, speedup is over the teacher's deployed
+    `teacher_ms` (None where unknown), and `deployed` keeps the CPU and every candidate. Returns the deployed ms.
+    A model deploy finds no exact form for keeps its eager latency (runtime "pytorch") and `deploy_error` says why."""
+    eager = metrics.get("latency_ms")
+    try:
+        info = deployed_latency(folder, size)
+    except DeployError as err:
+        metrics.update(latency_ms=eager, runtime="pytorch", latency_ms_torch=eager, deploy_error=str(err))
+        return None
+    ms = info["latency_ms"]
+    metrics.pop("deploy_error", None)
+    metrics.update(latency_ms=ms, runtime=runtime_label(info), latency_ms_torch=eager,
+                   speedup=1.0 if is_teacher else teacher_ms / ms if teacher_ms else None,
+                   deployed={**{k: info[k] for k in ("engine", "precision", "variant", "size", "threads", "cpu",
+                                                     "cpu_flags")},
+                             "candidates": [{k: c[k] for k in ("engine", "precision", "variant", "fidelity_db",
+                                                               "latency_ms", "why")} for c in info["candidates"]]})
+    return ms
+
+
+def _teacher_deployed_ms(teacher_path: Path, size: int) -> float | None:
+    """The teacher's deployed latency at `size` from its card, where it has one."""
+    metrics = read_card(teacher_path).get("metrics", {})
+    deployed = metrics.get("runtime") not in (None, "pytorch") and metrics.get("eval_size") == size
+    return metrics.get("latency_ms") if deployed else None
 
 
 def manifest_record(point_id: str, folder: Path, card: dict, teacher_macs: int, root: Path) -> dict:
@@ -215,8 +265,8 @@ def manifest_record(point_id: str, folder: Path, card: dict, teacher_macs: int, 
     }
     record.update({k: metrics.get(k) for k in MANIFEST_FIELDS if k not in record})
     record["eval_size"] = metrics.get("eval_size", LEGACY_EVAL_SIZE) if metrics else None
-    # Where latency_ms was timed: the grid times PyTorch eager; benchmarks/latency.py --update-manifest times
-    # every model in its deployed runtime (gs_core.deploy.latency) and keeps the eager number as latency_ms_torch.
+    # Where latency_ms was timed: deploy's choice on the machine that measured it (engine-precision), and the
+    # PyTorch eager time as latency_ms_torch; "pytorch" where only eager was timed (older cards).
     record["runtime"] = record["runtime"] or "pytorch"
     return record
 
@@ -247,11 +297,12 @@ def write_manifest(root: Path, teacher_path: Path, teacher_digest: str,
     if left_out:
         print(f"[grid] left out of the manifest, unfinished or distilled from another teacher (run the grid to "
               f"redo them): {', '.join(left_out)}", flush=True)
-    (root / "manifest.json").write_text(json.dumps(records, indent=1) + "\n")
+    with atomic_path(root / "manifest.json") as tmp:  # the app may be reading it
+        Path(tmp).write_text(json.dumps(records, indent=1) + "\n")
     return pd.DataFrame(records)
 
 
-def _measure_teacher(teacher_path: Path, digest: str, cfg: GridConfig, photos: Path, device) -> None:
+def measure_teacher(teacher_path: Path, digest: str, cfg: GridConfig, photos: Path, device) -> None:
     """The teacher's own costs, at the size its students are measured at (measured again for another size), and
     the identity reference's quality at that size, kept in the teacher's card as `identity` with the digest of
     the teacher it was measured against."""
@@ -311,13 +362,36 @@ def remeasure(cfg: GridConfig, teacher_path: str | Path, out: str | Path, metric
         card = read_card(teacher_path)
         card["identity"] = {**_measure(None, teacher_path, cfg, photos, device), "teacher_digest": digest}
         write_card(teacher_path, card)
+    teacher_ms = None
     for folder, (_, row) in zip(folders, table.iterrows()):
         card = read_card(folder)
         for name in [*metrics, "speedup", "compression_size", "compression_macs"]:
+            if folder == teacher_path and name in QUALITY:
+                continue  # the teacher is these metrics' reference: against itself it would score perfectly
             if name in row and not pd.isna(row[name]):
                 card["metrics"][name] = row[name]
+                card["metrics"].get("missing", {}).pop(name, None)
+        if "latency_ms" in metrics:  # the teacher comes first: its deployed time is the students' reference
+            card["metrics"]["runtime"] = "pytorch"  # what evaluate_models just timed
+            ms = _deployed_latency_(card["metrics"], folder, cfg.eval_size, teacher_ms, folder == teacher_path)
+            teacher_ms = ms if folder == teacher_path else teacher_ms
         write_card(folder, card)
     return write_manifest(out, teacher_path, digest)
+
+
+#: The backbone (gs_core.eval.backbones) whose ImageNet weights each learned metric needs.
+METRIC_BACKBONES = {"lpips": "alexnet", "fid": "fid_inception"}
+
+
+def fetch_and_remeasure(teacher_path: str | Path, out: str | Path, metrics: tuple[str, ...] = ("lpips", "fid"),
+                        timeout_s: float = 20, device: torch.device | str = "cpu") -> pd.DataFrame:
+    """Download the weights `metrics` need, then measure them on every finished point of the grid in `out`
+    (`remeasure`), at the size its teacher was measured at. What the app's Pareto page runs to fill its LPIPS and
+    FID curves. Without internet the download raises RuntimeError with one line before anything is measured;
+    `timeout_s` bounds each socket operation, so a dead network fails within it instead of hanging."""
+    fetch_weights([METRIC_BACKBONES[m] for m in metrics], timeout_s=timeout_s)
+    size = read_card(teacher_path).get("metrics", {}).get("eval_size", LEGACY_EVAL_SIZE)
+    return remeasure(replace(GridConfig(), eval_size=size), teacher_path, out, list(metrics), device)
 
 
 @dataclass
@@ -345,7 +419,8 @@ def train_point(run: GridRun, point: Point, progress: bool = True) -> None:
     """Train one point (resuming its run folder), save it as `out/grid/<id>/` and measure it."""
     targets = run.targets if point.method == "prune" else None
     slim_cfg = SlimConfig(method=point.method, bits=point.bits, sparsity=point.sparsity,
-                          batch_size=run.cfg.batch_size, train=replace(run.cfg.train))
+                          batch_size=run.cfg.batch_size, channel_multiple=run.cfg.channel_multiple,
+                          train=replace(run.cfg.train))
     allocation = {}
     if point.bits == "mixed":
         allocation = mixed_allocation(run.teacher, run.inputs, run.cfg.mixed_average_bits)
@@ -355,13 +430,21 @@ def train_point(run: GridRun, point: Point, progress: bool = True) -> None:
     slim, card = run_method(run.teacher, run.inputs, run.outputs, slim_cfg, run.run_dir / recipe / point.id, targets,
                             progress, run.device)
     card["sparsity_target"] = point.sparsity  # the grid level, even where the budget was a size
-    folder = save_model(slim, run.out / "grid" / point.id,
-                        {"name": point.id, **card, **allocation, "teacher_digest": run.digest,
-                         "grid_recipe": recipe})
+    save_measured(slim, run.out / "grid" / point.id,
+                  {"name": point.id, **card, **allocation, "teacher_digest": run.digest, "grid_recipe": recipe},
+                  run.teacher_path, run.cfg, run.test_dir, run.device)
+
+
+def save_measured(slim: Generator, folder: Path, card: dict, teacher_path: Path, cfg: GridConfig, test_dir: Path,
+                  device) -> Path:
+    """Save a trained student as a grid point in `folder` (weights, bit-packed weights, card) and measure it as
+    every grid point is; a user's job (gs_core.jobs) saves its student through here too."""
+    folder = save_model(slim, folder, card)
     card = read_card(folder)
     card["packed_bytes"] = save_packed(slim, folder / PACKED) // 8
-    card["metrics"] = _measure(folder, run.teacher_path, run.cfg, run.test_dir, run.device)
+    card["metrics"] = _measure(folder, teacher_path, cfg, test_dir, device)
     write_card(folder, card)
+    return folder
 
 
 def try_point(run: GridRun, point: Point, progress: bool = True) -> str | None:
@@ -416,7 +499,7 @@ def run_grid(cfg: GridConfig, teacher_path: str | Path, out: str | Path, run_dir
         raise ValueError(f"no grid points {unknown}; this preset has: {', '.join(by_id)}")
     points = [by_id[i] for i in only] if only else list(by_id.values())  # `only` also sets the order
     todo = [p for p in points if not _finished(out / "grid" / p.id, digest, cfg.recipe(p))]
-    _measure_teacher(teacher_path, digest, cfg, test_dir, device)
+    measure_teacher(teacher_path, digest, cfg, test_dir, device)
     print(f"[grid] {len(todo)} points to train, {len(points) - len(todo)} already done", flush=True)
     run = GridRun(cfg, teacher, digest, teacher_path, out, run_dir, test_dir, inputs, outputs,
                   torch.device(device))

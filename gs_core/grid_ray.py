@@ -38,6 +38,13 @@ def _point_task(run: GridRun, point: Point, threads: int, *after) -> str | None:
     return try_point(replace(run, device=device), point, progress=False)
 
 
+@ray.remote
+def _call_task(fn, threads: int, *args):
+    """`fn(*args, device=...)` on a worker, on the GPU Ray gave it or else the CPU: a user's job (gs_core.jobs)."""
+    torch.set_num_threads(threads)
+    return fn(*args, device=torch.device("cuda" if ray.get_gpu_ids() else "cpu"))
+
+
 @dataclass(frozen=True)
 class RayBackend:
     """A grid backend (see `gs_core.grid.run_grid`): one Ray task per point, on the cluster at `address`; when None,
@@ -48,9 +55,20 @@ class RayBackend:
     gpus_per_point: float = 0
     max_retries: int = 3  # a point whose worker dies is run again, and resumes from its last state.pt
 
-    def __call__(self, run: GridRun, todo: list[Point], progress: bool = True) -> dict[str, str]:
+    def call(self, fn, *args):
+        """`fn(*args, device=...)` as one task with a point's resources and retries (a worker that dies is
+        replaced and `fn` runs again: it must resume, as a point does); its result once it is in."""
+        self._connect()
+        task = _call_task.options(num_cpus=self.cpus_per_point, num_gpus=self.gpus_per_point,
+                                  max_retries=self.max_retries)
+        return ray.get(task.remote(fn, self.cpus_per_point, *args))
+
+    def _connect(self) -> None:
         if not ray.is_initialized():
             ray.init(address=self.address)
+
+    def __call__(self, run: GridRun, todo: list[Point], progress: bool = True) -> dict[str, str]:
+        self._connect()
         shared = ray.put(run)  # the teacher and training crops go to the object store once, not once per task
         started = {}
         for point in sorted(todo, key=lambda p: p.bits == "mixed"):  # references are submitted first

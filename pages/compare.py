@@ -8,7 +8,7 @@ handlers are plain functions of (grid, values) so the latency benchmark can call
 from __future__ import annotations
 
 import math
-from functools import partial, reduce
+from functools import reduce
 from pathlib import Path
 
 import gradio as gr
@@ -18,7 +18,8 @@ from PIL import Image
 
 from gs_core.data.images import ImageLoadError
 from gs_core.data.photoset import load_split
-from pages import UI_EVENT, Shared, add_view
+from gs_core.deploy.choose import DeployError
+from pages import UI_EVENT, Shared, add_control, add_view
 from pages.store import DIFF_GAIN, ModelGrid, Photo, Stylized, load_photo
 
 THUMBNAIL_SIDE = 160
@@ -183,11 +184,37 @@ def follow_selection(grid: ModelGrid, photo: Photo | None, student_id: str, show
     return (*student_view(grid, photo, student_id), student_id, *controls)
 
 
+def deployed_download(grid: ModelGrid, student_id: str) -> str:
+    """The student's deployed folder as a zip (ModelGrid.deployed_zip); a model no engine runs exactly here is a
+    message, not a traceback."""
+    try:
+        return str(grid.deployed_zip(student_id))
+    except DeployError as err:
+        raise gr.Error(str(err)) from None
+
+
 # ----------------------------------------------------------------------------------------- page
-def add_compare_page(shared: Shared, tab: gr.Tab, examples: list[Photo]) -> None:
-    grid = shared.grid
+def controls(grid: ModelGrid, student_id: str) -> tuple[dict, dict]:
+    """The slider's and the radio's settings for `grid`, placed at `student_id` (at the first level and bits
+    for a model not on the slider)."""
     levels, bits_choices = grid.sparsity_levels() or [0.0], grid.bits_choices() or ["32"]
-    start = grid.gs.loc[shared.student.value] if shared.student.value in grid.gs.index else None
+    start = grid.gs.loc[student_id] if student_id in grid.gs.index else None
+    slider = dict(minimum=levels[0], maximum=max(levels[-1], levels[0] + 0.01), step=slider_step(levels),
+                  value=float(start["sparsity_target"]) if start is not None else levels[0],
+                  interactive=len(levels) > 1,
+                  info="Snaps to the trained levels: " + ", ".join(f"{v:g}" for v in levels))
+    radio = dict(choices=bits_choices, value=start["bits_label"] if start is not None else bits_choices[0])
+    return slider, radio
+
+
+def new_grid_controls(grid: ModelGrid, student_id: str):
+    """Another grid: the slider and radio take its levels and bits; nothing of the old grid counts as shown."""
+    slider, radio = controls(grid, student_id)
+    return gr.Slider(**slider), gr.Radio(**radio), None
+
+
+def add_compare_page(shared: Shared, tab: gr.Tab, examples: list[Photo]) -> None:
+    slider_settings, radio_settings = controls(shared.grid, shared.student.value)
     uploads = gr.State([])  # this session's uploaded Photos
     shown = gr.State(None)  # the student whose picture is on screen, so a selection is not drawn twice
     with gr.Row():
@@ -198,13 +225,9 @@ def add_compare_page(shared: Shared, tab: gr.Tab, examples: list[Photo]) -> None
             notice = gr.Markdown(elem_id="photo-notice")
         with gr.Column(scale=3):
             with gr.Row():
-                slider = gr.Slider(levels[0], max(levels[-1], levels[0] + 0.01), step=slider_step(levels),
-                                   value=float(start["sparsity_target"]) if start is not None else levels[0],
-                                   interactive=len(levels) > 1, elem_id="sparsity",
-                                   label="Sparsity (fraction of the teacher's MACs removed)",
-                                   info="Snaps to the trained levels: " + ", ".join(f"{v:g}" for v in levels))
-                bits = gr.Radio(bits_choices, value=start["bits_label"] if start is not None else bits_choices[0],
-                                label="Weight bits", elem_id="bits")
+                slider = gr.Slider(**slider_settings, elem_id="sparsity",
+                                   label="Sparsity (fraction of the teacher's MACs removed)")
+                bits = gr.Radio(**radio_settings, label="Weight bits", elem_id="bits")
             with gr.Row():
                 photo_image = gr.Image(label="Photo", interactive=False, elem_id="photo-image")
                 teacher_image = gr.Image(label="Teacher", interactive=False, elem_id="teacher-image")
@@ -213,8 +236,9 @@ def add_compare_page(shared: Shared, tab: gr.Tab, examples: list[Photo]) -> None
                                             "green other colour", interactive=False, elem_id="diff-image")
             card = gr.Markdown(elem_id="student-card")
             with gr.Row():
-                export = gr.Button("Export the selected student to ONNX", elem_id="export-onnx", scale=0)
-                onnx_file = gr.File(label="ONNX file (int8 for a quantized student, else fp32)",
+                export = gr.Button("Deploy the selected student for this machine", elem_id="export-onnx", scale=0)
+                onnx_file = gr.File(label="Deployed folder (zip): the fastest exact engine and form found here, "
+                                          "model.onnx + deploy.json; `stylize --model FOLDER` runs it",
                                     elem_id="onnx-file")
 
     student_outputs = [student_image, diff_image, card, shown]
@@ -234,17 +258,18 @@ def add_compare_page(shared: Shared, tab: gr.Tab, examples: list[Photo]) -> None
         return (uploaded, photos[0] if photos else current, gallery_items(examples, uploaded), "\n\n".join(lines),
                 None)
 
-    export.click(grid.onnx_file, [shared.student], [onnx_file], **UI_EVENT)
-    show_photo = partial(photo_view, grid)
-    gallery.select(choose, [uploads], [shared.photo], **UI_EVENT).then(
-        show_photo, [shared.photo, shared.student], photo_outputs, **UI_EVENT)
+    export.click(shared.bind(deployed_download), [shared.teacher, shared.student], [onnx_file], **UI_EVENT)
+    show_photo, photo_inputs = shared.bind(photo_view), [shared.teacher, shared.photo, shared.student]
+    gallery.select(choose, [uploads], [shared.photo], **UI_EVENT).then(show_photo, photo_inputs, photo_outputs,
+                                                                       **UI_EVENT)
     upload.upload(add_uploads, [upload, uploads, shared.photo], [uploads, shared.photo, gallery, notice, upload],
-                  **UI_EVENT).then(show_photo, [shared.photo, shared.student], photo_outputs, **UI_EVENT)
-    shared.demo.load(show_photo, [shared.photo, shared.student], photo_outputs, **UI_EVENT)
+                  **UI_EVENT).then(show_photo, photo_inputs, photo_outputs, **UI_EVENT)
+    shared.demo.load(show_photo, photo_inputs, photo_outputs, **UI_EVENT)
     # .input, not .change: only a user's move picks a student; follow_selection moves the controls too.
     # The move draws the student itself (one round trip instead of two) and sets `shown`, so the
     # student change it causes finds nothing left to do.
-    gr.on([slider.input, bits.input], partial(move_controls, grid), [shared.photo, slider, bits, shared.student],
-          [shared.student, *student_outputs], trigger_mode="always_last", **UI_EVENT)
-    add_view(shared, tab, partial(follow_selection, grid), [shared.photo, shared.student, shown],
-             [*student_outputs, slider, bits])
+    gr.on([slider.input, bits.input], shared.bind(move_controls),
+          [shared.teacher, shared.photo, slider, bits, shared.student], [shared.student, *student_outputs],
+          trigger_mode="always_last", **UI_EVENT)
+    add_view(shared, tab, follow_selection, [shared.photo, shared.student, shown], [*student_outputs, slider, bits])
+    add_control(shared, new_grid_controls, [slider, bits, shown])

@@ -9,7 +9,7 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
-from pages import UI_EVENT, Shared, note_figure
+from pages import UI_EVENT, Shared, add_control, add_view, note_figure
 from pages.store import ModelGrid, Photo
 
 #: Shown where the grid has no student for a (sparsity, bits) pair.
@@ -69,25 +69,34 @@ def grid_view(grid: ModelGrid, photo: Photo | None):
     return cells, psnr_figure(grid, psnrs), baselines
 
 
+def header(grid: ModelGrid) -> str:
+    return ("Every GS student on your photo: one row per sparsity level "
+            f"({', '.join(f'{v:.0%}' for v in grid.sparsity_levels())}), one column per weight "
+            f"bit width ({', '.join(grid.bits_choices())}). Click a picture to select that student.")
+
+
 def add_grid_page(shared: Shared, tab: gr.Tab) -> None:
     grid = shared.grid
-    gr.Markdown("Every GS student on your photo: one row per sparsity level "
-                f"({', '.join(f'{v:.0%}' for v in grid.sparsity_levels())}), one column per weight "
-                f"bit width ({', '.join(grid.bits_choices())}). Click a picture to select that student.")
+    intro = gr.Markdown(header(grid))
     gs_gallery = gr.Gallery(label="GAN Slimming students", columns=max(1, len(grid.bits_choices())),
                             allow_preview=False, object_fit="contain", height="auto", elem_id="grid-gallery")
     psnr_plot = gr.Plot(elem_id="grid-psnr")
     baseline_gallery = gr.Gallery(label="Teacher and baselines", columns=4, allow_preview=False,
                                   object_fit="contain", height="auto", elem_id="baseline-gallery")
-    cells, baselines = grid_cells(grid), baseline_ids(grid)
 
-    def select_cell(current: str, evt: gr.SelectData) -> str:
-        return cells[evt.index] or current
+    def draw(grid: ModelGrid, photo: Photo | None):
+        """grid_view, the gallery with one column per bit width of this grid."""
+        cells, psnrs, baselines = grid_view(grid, photo)
+        return gr.Gallery(cells, columns=max(1, len(grid.bits_choices()))), psnrs, baselines
 
-    def select_baseline(evt: gr.SelectData) -> str:
-        return baselines[evt.index]
+    def select_cell(key: str, current: str, evt: gr.SelectData) -> str:
+        return grid_cells(shared.grids.get(key))[evt.index] or current
 
-    tab.select(lambda photo: grid_view(grid, photo), [shared.photo], [gs_gallery, psnr_plot, baseline_gallery],
-               **UI_EVENT)
-    gs_gallery.select(select_cell, [shared.student], [shared.student], **UI_EVENT)
-    baseline_gallery.select(select_baseline, None, [shared.student], **UI_EVENT)
+    def select_baseline(key: str, evt: gr.SelectData) -> str:
+        return baseline_ids(shared.grids.get(key))[evt.index]
+
+    # Not redrawn when the student changes: the pictures stay, only the selection moves.
+    add_view(shared, tab, draw, [shared.photo], [gs_gallery, psnr_plot, baseline_gallery], follows_student=False)
+    add_control(shared, lambda grid, _: header(grid), [intro])
+    gs_gallery.select(select_cell, [shared.teacher, shared.student], [shared.student], **UI_EVENT)
+    baseline_gallery.select(select_baseline, [shared.teacher], [shared.student], **UI_EVENT)

@@ -1,8 +1,6 @@
 """Layers: where the selected student lost its channels and bits, and how that varies across the grid."""
 from __future__ import annotations
 
-from functools import partial
-
 import gradio as gr
 import plotly.graph_objects as go
 
@@ -11,15 +9,17 @@ from pages.store import ModelGrid
 
 
 def survival_figure(grid: ModelGrid, model_id: str) -> go.Figure:
-    """Output channels kept vs pruned, per conv, as stacked bars."""
+    """Output channels kept vs pruned, per conv, as stacked horizontal bars: a generator has 20 or more convs,
+    whose names stay readable on the y axis where, under vertical bars, they overlapped."""
     channels = grid.layer_channels(model_id)
     names = list(channels)
     kept = [channels[n][0] for n in names]
     pruned = [channels[n][1] - channels[n][0] for n in names]
-    figure = go.Figure([go.Bar(name="kept", x=names, y=kept, marker_color="#2a9d8f"),
-                        go.Bar(name="pruned", x=names, y=pruned, marker_color="#e0e0e0")])
+    figure = go.Figure([go.Bar(name="kept", y=names, x=kept, orientation="h", marker_color="#2a9d8f"),
+                        go.Bar(name="pruned", y=names, x=pruned, orientation="h", marker_color="#e0e0e0")])
     figure.update_layout(barmode="stack", title=f"Channel survival per layer: {model_id}",
-                         yaxis_title="output channels", legend_orientation="h")
+                         xaxis_title="output channels", yaxis_autorange="reversed", yaxis_dtick=1,
+                         height=max(450, 22 * len(names) + 160), legend_orientation="h")
     return figure
 
 
@@ -81,4 +81,4 @@ def add_layers_page(shared: Shared, tab: gr.Tab) -> None:
     with gr.Row():
         gammas = gr.Plot(elem_id="layers-gammas")
         bits = gr.Plot(elem_id="layers-bits")
-    add_view(shared, tab, partial(layer_figures, shared.grid), [shared.student], [survival, heatmap, gammas, bits])
+    add_view(shared, tab, layer_figures, [shared.student], [survival, heatmap, gammas, bits])

@@ -8,12 +8,15 @@ dropdown above the tabs does the same without a mouse; the selected model is rin
 """
 from __future__ import annotations
 
+from html import escape
+
 import gradio as gr
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from pages import UI_EVENT, Shared, add_view, note_figure
+from gs_core.grid import METRIC_BACKBONES, fetch_and_remeasure
+from pages import UI_EVENT, Shared, add_control, add_view, note_figure
 from pages.store import COST_METRICS, QUALITY_METRICS, ModelGrid
 
 AXIS_NAMES = {"macs": "MACs per image", "size_bits": "size (bits)", "latency_ms": "latency (ms)",
@@ -59,10 +62,39 @@ def available_quality(grid: ModelGrid) -> list[str]:
 
 
 def missing_note(grid: ModelGrid) -> str:
-    """Why each unavailable quality metric is missing, from the cards."""
-    lines = [f"**{m.upper()} is not available**: {grid.missing_reason(m) or 'no model in the grid has it'}."
+    """Why each unavailable quality metric is missing, from the cards. Escaped: a reason may hold text in angle
+    brackets ("TORCH_HOME=<unset>"), which Markdown would otherwise swallow as an HTML tag."""
+    lines = [f"**{m.upper()} is not available**: "
+             f"{escape(grid.missing_reason(m) or 'no model in the grid has it').rstrip('.')}."
              for m in QUALITY_METRICS if not grid.metric_available(m)]
     return "\n\n".join(lines)
+
+
+def needs_backbones(grid: ModelGrid) -> list[str]:
+    """The learned metrics (LPIPS, FID) this grid lacks: what fetching their ImageNet weights would fill."""
+    return [m for m in METRIC_BACKBONES if not grid.metric_available(m)]
+
+
+def measure_learned_metrics(grid: ModelGrid, progress: gr.Progress):
+    """Fetch the LPIPS / FID weights and measure every model of the grid with them (gs_core.grid
+    fetch_and_remeasure; its download and measuring bars show as this event's progress). Returns the status
+    line, the y dropdown and the missing-metrics note. Offline, the download fails at once: one line, no change."""
+    metrics = needs_backbones(grid)
+    if not metrics:
+        return "LPIPS and FID are already measured for this grid.", gr.skip(), gr.skip()
+    progress(0, desc=f"fetching the weights of {', '.join(m.upper() for m in metrics)}")
+    try:
+        fetch_and_remeasure(grid.root / grid.table.loc[grid.teacher_id, "path"], grid.root, tuple(metrics),
+                            device=grid.device)
+    except (RuntimeError, OSError) as err:  # no network, a full disk, a truncated download
+        return (f"**Could not measure {' / '.join(m.upper() for m in metrics)}**: {escape(str(err))}",
+                gr.skip(), gr.skip())
+    grid.refresh_quality()
+    measured = [m for m in metrics if grid.metric_available(m)]
+    choices = quality_choices(grid)
+    return (f"Measured {', '.join(m.upper() for m in measured) or 'nothing'} for {len(grid.table)} models.",
+            gr.Dropdown(choices=choices["choices"], value=measured[0] if measured else choices["value"]),
+            missing_note(grid))
 
 
 def pareto_figure(grid: ModelGrid, x: str, y: str, selected: str | None) -> go.Figure:
@@ -108,31 +140,45 @@ def pareto_figure(grid: ModelGrid, x: str, y: str, selected: str | None) -> go.F
     return figure
 
 
-def add_pareto_page(shared: Shared, tab: gr.Tab) -> None:
-    grid = shared.grid
+def quality_choices(grid: ModelGrid) -> dict:
     quality = available_quality(grid)
+    return dict(choices=[(AXIS_NAMES[m], m) for m in quality], value=quality[0] if quality else None)
+
+
+def add_pareto_page(shared: Shared, tab: gr.Tab) -> None:
     with gr.Row():
         x = gr.Dropdown([(AXIS_NAMES[m], m) for m in COST_METRICS], value="macs", label="x: cost", elem_id="pareto-x")
-        y = gr.Dropdown([(AXIS_NAMES[m], m) for m in quality], value=quality[0] if quality else None,
-                        label="y: quality", elem_id="pareto-y")
-    gr.Markdown(missing_note(grid), elem_id="pareto-missing")
+        y = gr.Dropdown(**quality_choices(shared.grid), label="y: quality", elem_id="pareto-y")
+    note = gr.Markdown(missing_note(shared.grid), elem_id="pareto-missing")
+    with gr.Row():
+        measure = gr.Button("Fetch the LPIPS / FID weights and measure the grid (needs internet)", size="sm",
+                            scale=0, min_width=480, visible=bool(needs_backbones(shared.grid)), elem_id="pareto-measure")
+    status = gr.Markdown(elem_id="pareto-measure-status")
     gr.Markdown("Hover a point to see its model; click it (or choose it in the **Student** dropdown above) "
                 "to select it on every page.")
     plot = gr.Plot(elem_id="pareto-plot")
     clicked = gr.Textbox(visible="hidden", elem_id="pareto-click")
 
-    def draw(x_metric: str, y_metric: str | None, selected: str) -> go.Figure:
+    def draw(grid: ModelGrid, x_metric: str, y_metric: str | None, selected: str) -> go.Figure:
         if y_metric is None:
             return note_figure("Pareto", "No quality metric is available for this grid.")
         return pareto_figure(grid, x_metric, y_metric, selected)
 
-    def select(model_id: str):
+    def select(grid: ModelGrid, model_id: str):
         """The clicked id becomes the selection; the box is emptied so clicking the same point again works."""
         if model_id not in grid.models:
             return gr.skip(), gr.skip()
         return model_id, ""
 
     add_view(shared, tab, draw, [x, y, shared.student], [plot])
-    gr.on([x.change, y.change], draw, [x, y, shared.student], plot, **UI_EVENT)
+    add_control(shared, lambda grid, _: (gr.Dropdown(**quality_choices(grid)), missing_note(grid)), [y, note])
+    gr.on([x.change, y.change], shared.bind(draw), [shared.teacher, x, y, shared.student], plot, **UI_EVENT)
     shared.demo.load(None, js=CLICK_TO_SELECT_JS, **UI_EVENT)
-    clicked.change(select, clicked, [shared.student, clicked], **UI_EVENT)
+    clicked.change(shared.bind(select), [shared.teacher, clicked], [shared.student, clicked], **UI_EVENT)
+    add_control(shared, lambda grid, _: (gr.Button(visible=bool(needs_backbones(grid))), ""), [measure, status])
+
+    def measure_grid(key: str, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 (how Gradio asks for a bar)
+        """Not `shared.bind`: Gradio finds the progress bar in the handler's own signature."""
+        return measure_learned_metrics(shared.grids.get(key), progress)
+
+    measure.click(measure_grid, [shared.teacher], [status, y, note], concurrency_limit=1, **UI_EVENT)

@@ -1,10 +1,11 @@
 """What every page reads: the grid's manifest and cards, the loaded models and the stylized results.
 
-One `ModelGrid` is built at start-up and shared by all sessions. Its model cache is filled once in the
-constructor and only read afterwards, so concurrent requests need no lock for it. Stylized results are
-cached by (photo hash, model id): they depend on nothing else, so sharing them between users is safe, and
-it is what makes moving the sparsity slider cheap. Per-user things (the chosen photo, the uploads) live in
-`gr.State` on the pages, never here. This module does not import gradio.
+One `ModelGrid` per teacher (the shipped grid, and one for each teacher of the workspace's compression jobs),
+held by a `GridRegistry` shared by all sessions; a session holds only the key of the grid it shows. A grid's
+model cache is filled once in its constructor and only read afterwards, so concurrent requests need no lock
+for it. Stylized results are cached by (photo hash, model id): they depend on nothing else, so sharing them
+between users is safe, and it is what makes moving the sparsity slider cheap. Per-user things (the chosen
+photo, the uploads) live in `gr.State` on the pages, never here. This module does not import gradio.
 """
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import logging
 import math
 import tempfile
 import threading
+import zipfile
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +29,10 @@ from PIL import Image
 
 from gs_core.checkpoint import load_model, read_card
 from gs_core.data.images import LUMA, load_rgb, to_tensor, to_uint8
-from gs_core.deploy.latency import deployed_runtime
-from gs_core.deploy.onnx_export import export_onnx
+from gs_core.deploy.choose import DEPLOY_JSON, MODEL_FILE, deploy
 from gs_core.eval.evaluate import IDENTITY
 from gs_core.eval.quality import psnr, ssim
+from gs_core.files import atomic_path
 from gs_core.grid import LEGACY_EVAL_SIZE
 from gs_core.slim.quant import conv_layers
 
@@ -134,7 +137,7 @@ class ModelGrid:
         self.models = {mid: by_path[(self.root / p).resolve()] for mid, p in self.table["path"].items()}
 
         self._lock = threading.Lock()
-        self._export_lock = threading.Lock()  # an export takes a second: stylizing must not wait for it
+        self._export_lock = threading.Lock()  # a deploy takes seconds: stylizing must not wait for it
         self._results: OrderedDict[tuple[str, str], Stylized] = OrderedDict()
         self._pending: dict[tuple[str, str], Future] = {}
         # In the system temp folder, where Gradio accepts files returned by event handlers.
@@ -199,16 +202,34 @@ class ModelGrid:
     def metric_available(self, metric: str) -> bool:
         return metric in self.table and self.table[metric].notna().any()
 
-    def onnx_file(self, model_id: str) -> Path:
-        """`model_id` exported for its deployed runtime (gs_core.deploy.latency.deployed_runtime), written once."""
+    def refresh_quality(self) -> None:
+        """Read the quality metrics and the cards again after the grid was measured anew (gs_core.grid's
+        remeasure); the models stay loaded, since their weights did not change."""
+        fresh = pd.DataFrame(json.loads((self.root / "manifest.json").read_text())).set_index("id", drop=False)
+        table = self.table.copy()
+        for metric in QUALITY_METRICS:
+            if metric in fresh:
+                table[metric] = fresh[metric].reindex(table.index)
+        self.cards = {mid: read_card(self.root / path) for mid, path in table["path"].items()}
+        if IDENTITY in fresh.index:
+            self.identity = fresh.loc[IDENTITY]
+        self.table, self.gs = table, table[table["method"] == "gs"]
+
+    def deployed_zip(self, model_id: str) -> Path:
+        """`model_id` deployed for this machine (gs_core.deploy.choose: the fastest exact engine and form, timed at
+        the size the manifest was measured at, 2 threads) as a zip of its folder (`<id>/model.onnx` and
+        `<id>/deploy.json`, which `stylize --model` runs once unpacked); deployed once, then reused."""
         if model_id not in self.models:
             raise KeyError(f"unknown model id {model_id!r}")
-        model = self.models[model_id]
-        int8 = deployed_runtime(model) == "onnxruntime-int8"
-        path = Path(self._files.name) / f"{model_id}{'-int8' if int8 else ''}.onnx"
-        with self._export_lock:  # two sessions asking at once write the file once
+        path = Path(self._files.name) / f"{model_id}-deployed.zip"
+        with self._export_lock:  # two sessions asking at once deploy once
             if not path.is_file():
-                export_onnx(model, path, int8=int8)
+                row, folder = self.table.loc[model_id], Path(self._files.name) / "deployed" / model_id
+                size = int(row["eval_size"]) if pd.notna(row["eval_size"]) else LEGACY_EVAL_SIZE
+                deploy(self.root / row["path"], folder, size=size, threads=2)  # from the file: on the CPU
+                with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+                    for file in (MODEL_FILE, DEPLOY_JSON):
+                        archive.write(folder / file, f"{model_id}/{file}")
         return path
 
     # ------------------------------------------------------------------------------- stylizing
@@ -306,3 +327,62 @@ class ModelGrid:
             return math.hypot(there[0] - here[0], there[1] - here[1])
 
         return sorted(self.gs.index, key=steps)
+
+
+#: The shipped grid's key (checkpoints/); the workspace's grids have the keys gs_core.jobs gives their teachers.
+SHIPPED = "shipped"
+
+
+class GridRegistry:
+    """Every grid the app shows, by key: the shipped one, loaded at start-up, and the workspace's.
+
+    `discover()` returns {key: folder} of the workspace's grids as they are now. A workspace grid is loaded when
+    first asked for and loaded again when its manifest.json changes (written atomically when a job finishes), so
+    a new student appears without a restart; every session then sees the new grid.
+    """
+
+    def __init__(self, shipped: ModelGrid, discover: Callable[[], dict] = dict):
+        self.shipped = shipped
+        self._discover = discover
+        self._loaded: dict[str, tuple[int, ModelGrid]] = {}  # key -> (manifest mtime, grid)
+        self._lock = threading.Lock()  # one load at a time: two sessions asking at once load a grid once
+
+    def folders(self) -> dict[str, Path]:
+        """{key: folder} of every grid with a manifest, the shipped one first."""
+        found = {str(k): Path(v) for k, v in self._discover().items() if (Path(v) / "manifest.json").is_file()}
+        return {SHIPPED: self.shipped.root, **{k: v for k, v in found.items() if k != SHIPPED}}
+
+    def choices(self) -> list[tuple[str, str]]:
+        """(label, key) for a selector: the teacher's id and how many models its grid holds."""
+        def label(key: str, folder: Path) -> str:
+            if key == SHIPPED:
+                return f"Shipped grid (embedded teacher, {len(self.shipped.table)} models)"
+            try:
+                count = len(json.loads((folder / "manifest.json").read_text()))
+            except (OSError, ValueError):
+                count = "?"
+            return f"Your teacher {key} ({count} models)"
+        return [(label(k, f), k) for k, f in self.folders().items()]
+
+    def get(self, key: str | None) -> ModelGrid:
+        """The grid of `key` ("" or None: the shipped one), reloaded if its manifest changed since."""
+        if not key or key == SHIPPED:
+            return self.shipped
+        with self._lock:
+            folder = self._loaded[key][1].root if key in self._loaded else self.folders().get(key)
+            if folder is None:
+                raise KeyError(f"unknown teacher grid {key!r}")
+            stamp = (folder / "manifest.json").stat().st_mtime_ns
+            if key not in self._loaded or self._loaded[key][0] != stamp:
+                self._loaded[key] = (stamp, ModelGrid(folder, self.shipped.device))
+            return self._loaded[key][1]
+
+    def resolve(self, model: str) -> tuple[ModelGrid, str]:
+        """(grid, model id) for a model named as the API names it: "<key>/<id>" for a workspace grid's model
+        (what a finished job reports), a plain id for the shipped grid's. Raises KeyError with a message."""
+        key, _, model_id = model.rpartition("/")
+        grid = self.get(key)
+        if model_id not in grid.models:
+            raise KeyError(f"unknown student id {model!r}; the {key or SHIPPED} grid has: "
+                           f"{', '.join(grid.table.index)}")
+        return grid, model_id

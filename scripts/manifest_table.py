@@ -1,4 +1,4 @@
-"""Print checkpoints/manifest.json as a Markdown table (for the README and issue notes).
+"""Print checkpoints/manifest.json as a Markdown table (for docs/grid-and-studies.md and issue notes).
 
     python scripts/manifest_table.py [MANIFEST]
 """

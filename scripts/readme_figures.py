@@ -1,4 +1,4 @@
-"""Draw the README's figures from the shipped checkpoints: test photo | cartoon target | teacher | students.
+"""Draw the figures of docs/ from the shipped checkpoints: test photo | cartoon target | teacher | students.
 
     python scripts/readme_figures.py            # writes docs/teacher_strip.jpg and docs/students_strip.jpg
 """
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from gs_core.checkpoint import load_model
 from gs_core.data.cartoon_style import cartoonize
@@ -18,6 +18,8 @@ from gs_core.data.photoset import load_split
 
 REPO = Path(__file__).resolve().parent.parent
 SIDE = 192
+#: Pillow's bundled scalable font: its default bitmap font squeezes spaces away ("MACscut").
+LABEL_FONT = ImageFont.load_default(size=13)
 
 
 def _square(path: Path) -> np.ndarray:
@@ -38,7 +40,7 @@ def _labelled_grid(rows: list[list[np.ndarray]], labels: list[str]) -> Image.Ima
     grid = Image.new("RGB", (SIDE * len(labels), header + SIDE * len(rows)), "white")
     draw = ImageDraw.Draw(grid)
     for j, label in enumerate(labels):
-        draw.text((j * SIDE + 4, 3), label, fill="black")
+        draw.text((j * SIDE + 4, 2), label, fill="black", font=LABEL_FONT)
     for i, row in enumerate(rows):
         for j, tile in enumerate(row):
             grid.paste(Image.fromarray(tile), (j * SIDE, header + i * SIDE))
@@ -55,7 +57,7 @@ def main() -> None:
     manifest = json.loads((REPO / "checkpoints" / "manifest.json").read_text())
     chosen = [r for r in manifest if r["method"] == "gs" and r["bits"] == 8]
     chosen.sort(key=lambda r: r["sparsity_target"])
-    students = [(f"GS {r['macs_removed']:.0%} MACs cut, 8 bit, {r['compression_size']:.0f}x",
+    students = [(f"GS {r['macs_removed']:.0%} MACs cut, 8-bit, {r['compression_size']:.0f}x",
                  load_model(REPO / "checkpoints" / r["path"])[0]) for r in chosen]
     rows = [[_stylize(teacher, t)] + [_stylize(m, t) for _, m in students] for t in tiles[:3]]
     _labelled_grid(rows, ["teacher"] + [name for name, _ in students]).save(

@@ -156,3 +156,14 @@ def test_python_m_gs_core_smoke(teacher_ckpt):
                             capture_output=True, text=True, timeout=120, cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["architecture"]["name"] == "cartoongan"
+
+
+def test_fetch_weights_offline_is_one_line(tmp_path, monkeypatch, capsys):
+    from gs_core.eval.backbones import BACKBONES, Backbone
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    # A local port where nothing listens: refused at once, as an offline machine refuses, without any network.
+    monkeypatch.setitem(BACKBONES, "alexnet", Backbone(BACKBONES["alexnet"].file, "http://127.0.0.1:9/a.pth", "test"))
+    assert main(["fetch-weights", "alexnet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Could not download http://127.0.0.1:9/a.pth") and err.count("\n") == 1

@@ -1,5 +1,7 @@
 """--device: resolving the user's choice, clear errors for devices that are not there, and (on a machine with a
 GPU) the same GS run, cache and latency on CUDA. The CUDA tests skip on CPU-only machines."""
+import contextlib
+
 import pytest
 import torch
 
@@ -8,11 +10,14 @@ from gs_core.data.photoset import load_split
 from gs_core.data.teacher_cache import distillation_pairs
 from gs_core.device import resolve_device
 from gs_core.eval.cost import measure_latency
-from gs_core.slim.methods import SlimConfig, run_method
+from gs_core.methods import SlimConfig, run_method
 from gs_core.models import create_generator
-from gs_core.slim.train import TrainConfig, resolve_precision
+from gs_core.slim.train import TrainConfig, has_fast_bf16, resolve_precision
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+def cuda(test):
+    """A test that needs a CUDA GPU: skipped without one, and marked `cuda` (scripts/gpu_check.sh runs these)."""
+    return pytest.mark.cuda(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")(test))
 
 
 def test_cpu_and_auto_without_a_gpu(monkeypatch):
@@ -51,6 +56,13 @@ def test_auto_precision_takes_bf16_only_for_wide_models_on_a_cpu_that_computes_i
     assert resolve_precision("auto", full_width, cpu) == ("bf16" if bf16_in_hardware else "fp32")
     assert resolve_precision("auto", narrow, cpu) == "fp32"
     assert resolve_precision("bf16", narrow, cpu) == "bf16"  # asked for explicitly: obeyed
+
+
+def test_a_gpu_that_only_emulates_bf16_does_not_count_as_fast(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    # is_bf16_supported() says True on a pre-Ampere GPU unless emulation is excluded
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert not has_fast_bf16(torch.device("cuda"))
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

@@ -119,6 +119,11 @@ def test_remeasure_updates_cards_and_manifest(quick_teacher):
     after = read_card(root / "grid" / "gs-s0.5-b8")["metrics"]["latency_ms"]
     assert after > 0 and after != before  # a fresh timing, not the stored one
     assert manifest.set_index("id").loc["gs-s0.5-b8", "latency_ms"] == after
+    # latency_ms is deploy's choice on this machine (gs_core.deploy.choose), the eager time kept beside it
+    teacher = manifest.set_index("id").loc["teacher"]
+    assert teacher["runtime"].split("-")[0] in ("onnxruntime", "openvino") and teacher["latency_ms_torch"] > 0
+    deployed = read_card(root / "teacher")["metrics"]["deployed"]
+    assert teacher["latency_ms"] == min(c["latency_ms"] for c in deployed["candidates"] if c["latency_ms"])
 
     # A metric added after the grid was trained: measured for every point and the identity, nothing else moves.
     before = manifest.set_index("id")
@@ -133,6 +138,11 @@ def test_remeasure_updates_cards_and_manifest(quick_teacher):
     assert after.loc["identity", "style_retained"] == 0.0 and after.loc["teacher", "style_retained"] == 1.0
     assert after.loc["identity", "psnr"] == before.loc["identity", "psnr"]
     assert after.loc["gs-s0.5-b8", "psnr"] == before.loc["gs-s0.5-b8", "psnr"]
+    # A quality metric measured again (as the app's Pareto page does for LPIPS / FID): the students get it, the
+    # teacher, its reference, does not (against itself it would sit at a perfect score on the Pareto plot).
+    again = remeasure(cfg, root / "teacher", root, ["psnr"]).set_index("id")
+    assert again.loc["gs-s0.5-b8", "psnr"] == pytest.approx(before.loc["gs-s0.5-b8", "psnr"])
+    assert pd.isna(again.loc["teacher", "psnr"])
     assert after.loc["gs-s0.5-b8", "latency_ms"] == before.loc["gs-s0.5-b8", "latency_ms"]
 
 

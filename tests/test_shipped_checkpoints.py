@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from gs_core.checkpoint import load_model, read_card, weights_digest
+from gs_core.checkpoint import load_model, read_card
 from gs_core.data.photoset import load_split
 from gs_core.eval.evaluate import evaluate_models
+from gs_core.files import weights_digest
 from gs_core.grid import grid_preset
 from gs_core.teacher import evaluate_against_target
 

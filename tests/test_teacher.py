@@ -39,7 +39,7 @@ def test_teacher_outputs_are_cached_and_rebuilt_when_the_teacher_changes(tmp_pat
 
 
 def test_a_short_run_computes_only_the_teacher_outputs_it_draws(tmp_path, tiny_generator):
-    from gs_core.slim.methods import batches_from, drawn_rows
+    from gs_core.methods import batches_from, drawn_rows
 
     teacher = tiny_generator("cartoongan_skip")
     photos = load_split("val")[:3]

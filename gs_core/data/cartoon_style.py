@@ -61,7 +61,7 @@ INK_STRENGTH = 0.85  # fraction of brightness removed under full ink
 
 MIN_SIDE = 16
 
-#: Colourful test photos shown in the README figure (docs/style_examples.jpg).
+#: Colourful test photos shown in the figure of docs/teacher-and-photos.md (docs/style_examples.jpg).
 EXAMPLE_PHOTOS = ("mate_lady_bird", "opencv_squirrel", "opencv_pub", "opencv_butterfly", "lomiri_dragonfly")
 
 
@@ -134,7 +134,7 @@ def _ink(luma: np.ndarray) -> np.ndarray:
 
 
 def _main() -> None:
-    """Report how far the style is from the photos and draw the README figure.
+    """Report how far the style is from the photos and draw the figure of docs/teacher-and-photos.md.
 
     ``python -m gs_core.data.cartoon_style [--examples docs/style_examples.jpg]``
     """

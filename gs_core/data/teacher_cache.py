@@ -20,9 +20,9 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from gs_core.checkpoint import atomic_path, weights_digest
 from gs_core.data.cartoon_style import cartoonize
 from gs_core.data.images import load_rgb, to_tensor, to_uint8
+from gs_core.files import atomic_path, weights_digest
 from gs_core.models import Generator
 
 CACHE_VERSION = "2"  # 2: a `done` mask, so that a cache may hold the outputs of some crops only

@@ -1,15 +1,14 @@
-"""Latency of models in the runtimes they can be deployed to, timed interleaved in one process.
+"""Latency of models in the runtimes they can be deployed to, timed interleaved in one process (by
+`gs_core.eval.cost.median_ms`, the library's one timer, from the runners made here).
 
 Runtimes: `pytorch` (eager, the checkpoint as it is), `onnxruntime` (the fp32 export) and `onnxruntime-int8` (the
 int8 export, quantized students only), and where OpenVINO is installed `openvino` and `openvino-int8`, the same
-two files on OpenVINO's CPU plugin. A model's deployed runtime is onnxruntime-int8 when it is quantized, else
-onnxruntime: what `python -m gs_core export` gives it and every user has.
+two files on OpenVINO's CPU plugin, each as the runtime classes load it. Which of them a model is deployed in is
+measured, not decided here: gs_core.deploy.choose.
 """
 from __future__ import annotations
 
 import platform
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,30 +30,6 @@ def cpu_name() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
-
-
-def deployed_runtime(model: torch.nn.Module) -> str:
-    return "onnxruntime-int8" if is_quantized(model) else "onnxruntime"
-
-
-def median_ms(runners: dict, warmup: int = 3, repeats: int = 20) -> dict:
-    """Median milliseconds of each runner (a no-argument callable) over `repeats` rounds after `warmup`.
-
-    Each round calls every runner once, the first one rotating between rounds, so that load changes on a shared
-    machine hit all of them alike: the ratios are more trustworthy than the absolute numbers.
-    """
-    if not runners or repeats < 1:
-        raise ValueError("need at least one runner and one repeat")
-    keys = list(runners)
-    times: dict = {key: [] for key in keys}
-    for round_index in range(warmup + repeats):
-        shift = round_index % len(keys)
-        for key in keys[shift:] + keys[:shift]:
-            start = time.perf_counter()
-            runners[key]()
-            if round_index >= warmup:
-                times[key].append((time.perf_counter() - start) * 1000)
-    return {key: statistics.median(values) for key, values in times.items()}
 
 
 def runners(models: dict[str, torch.nn.Module], size: int, threads: int, folder: Path,

@@ -33,12 +33,13 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from gs_core.checkpoint import atomic_path
-from gs_core.deploy.latency import cpu_name, median_ms
+from gs_core.deploy.latency import cpu_name
 from gs_core.deploy.onnx_export import OPSET, export_onnx
 from gs_core.deploy.runtime import OnnxGenerator, session_options
+from gs_core.eval.cost import median_ms
+from gs_core.files import atomic_path
 from gs_core.models import Generator, create_generator
-from gs_core.slim.plan import dense_plan, kept_channels, min_keep
+from gs_core.slim.plan import conv_groups, dense_plan, kept_channels, min_keep
 from gs_core.slim.quant import conv_layers
 
 STEP = 8  # width grid: onnxruntime's NCHWc blocks are 8 (AVX2) or 16 (AVX-512) channels wide
@@ -148,13 +149,7 @@ def _conv_inputs(model: Generator, size: int) -> dict[str, tuple[int, int]]:
 
 def prunable_axes(model: Generator) -> dict[str, tuple[bool, bool]]:
     """Per conv: whether its input and its output channels belong to a channel group (can be pruned)."""
-    axes = {name: [False, False] for name in conv_layers(model)}
-    for group in model.channel_groups():
-        for conv, _ in group.producers:
-            axes[conv][1] = True
-        for conv, _ in group.consumers:
-            axes[conv][0] = True
-    return {name: (a, b) for name, (a, b) in axes.items()}
+    return {name: (ins is not None, outs is not None) for name, (ins, outs) in conv_groups(model).items()}
 
 
 def measure_table(model: Generator, size: int = 256, threads: int = 2, warmup: int = 2,

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from onnx import helper, numpy_helper
 from torch import nn
 
+from gs_core.files import atomic_path
 from gs_core.models import Generator
 from gs_core.models.cartoongan import InstanceNormScaleShift
 from gs_core.slim.gates import ChannelGate
@@ -214,8 +215,6 @@ def to_onnx(model: Generator, int8: bool = False) -> onnx.ModelProto:
 
 def export_onnx(model: Generator, path: str | Path, int8: bool = False) -> Path:
     """Write `model`'s ONNX graph to `path` (atomically); returns the path."""
-    from gs_core.checkpoint import atomic_path
-
     proto = to_onnx(model, int8)
     path = Path(path)
     with atomic_path(path) as tmp:

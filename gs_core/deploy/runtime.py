@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from onnx import numpy_helper
 
-from gs_core.checkpoint import CheckpointError
 from gs_core.deploy.onnx_export import INPUT, MIN_SIDE_KEY, OUTPUT
+from gs_core.files import CheckpointError
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
@@ -55,12 +55,14 @@ def _unreadable(path: Path, err: Exception) -> CheckpointError:
 
 
 class OnnxGenerator:
-    """An exported graph (gs_core.deploy.onnx_export) on onnxruntime's CPU provider."""
+    """An exported graph (gs_core.deploy.onnx_export) on onnxruntime's CPU provider. `as_is` runs the file as it
+    is, with no rewrite for this CPU: a deployed graph (gs_core.deploy.choose) has had its rewrite already."""
 
-    def __init__(self, path: str | Path, threads: int | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, as_is: bool = False):
         path = _existing(path)
         try:
-            graph = unsigned_weights(onnx.load(path)).SerializeToString() if u8s8_saturates() else str(path)
+            rewrite = u8s8_saturates() and not as_is
+            graph = unsigned_weights(onnx.load(path)).SerializeToString() if rewrite else str(path)
             self.session = ort.InferenceSession(graph, session_options(threads), providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own types for unreadable or invalid graphs
             raise _unreadable(path, err) from None
@@ -106,6 +108,14 @@ def unsigned_activations(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 @functools.cache  # read once per process: every session asks
+def cpu_flags() -> frozenset[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo (x86 "flags", ARM "Features"); None where it cannot be read."""
+    try:
+        return frozenset(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return None
+
+
 def u8s8_saturates() -> bool:
     """Whether onnxruntime's integer convs of uint8 inputs by int8 weights may saturate on this CPU: x86 without
     VNNI sums pairs of products in 16 bits (onnxruntime's quantization docs say so, and recommend uint8 weights
@@ -114,11 +124,8 @@ def u8s8_saturates() -> bool:
     cannot be read counts as saturating: the uint8 form is exact everywhere, only maybe slower."""
     if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
         return False  # ARM's integer dot products accumulate in 32 bits
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return True
-    return not flags & {"avx512_vnni", "avx_vnni", "amx_int8"}
+    flags = cpu_flags()
+    return flags is None or not flags & {"avx512_vnni", "avx_vnni", "amx_int8"}
 
 
 def unsigned_weights(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -139,16 +146,16 @@ def unsigned_weights(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 class OpenVinoGenerator(OnnxGenerator):
     """An exported graph on OpenVINO's CPU plugin (an optional runtime: `pip install openvino`), in fp32
-    arithmetic outside the integer convolutions."""
+    arithmetic outside the integer convolutions; `as_is` as for OnnxGenerator."""
 
-    def __init__(self, path: str | Path, threads: int | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, as_is: bool = False):
         if not has_openvino():
             raise ValueError("OpenVINO is not installed here (pip install openvino); use --engine onnxruntime")
         import openvino as ov
 
         path = _existing(path)
         try:
-            proto = unsigned_activations(onnx.load(path))
+            proto = onnx.load(path) if as_is else unsigned_activations(onnx.load(path))
             core = ov.Core()
             config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
             if threads:

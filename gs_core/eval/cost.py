@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import nn
@@ -89,22 +91,36 @@ def compression(teacher_value: float, model_value: float) -> float:
     return teacher_value / model_value
 
 
+def median_ms(runners: dict[str, Callable[[], object]], warmup: int = 3, repeats: int = 20) -> dict[str, float]:
+    """Median milliseconds of each runner (a no-argument callable) over `repeats` rounds after `warmup`.
+
+    The one latency timer of the library (PyTorch models here, exported runtimes in gs_core.deploy). Each round
+    calls every runner once, the first one rotating between rounds, so that load changes on a shared machine hit
+    all of them alike: the ratios are more trustworthy than the absolute numbers.
+    """
+    if not runners or repeats < 1:
+        raise ValueError("need at least one runner and one repeat")
+    keys = list(runners)
+    times: dict[str, list[float]] = {key: [] for key in keys}
+    for round_index in range(warmup + repeats):
+        shift = round_index % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            start = time.perf_counter()
+            runners[key]()
+            if round_index >= warmup:
+                times[key].append((time.perf_counter() - start) * 1000)
+    return {key: statistics.median(values) for key, values in times.items()}
+
+
 def measure_latency(models: dict[str, nn.Module], input_size: tuple[int, int] = (256, 256),
                     threads: int = 2, warmup: int = 3, repeats: int = 15,
                     device: torch.device | str = "cpu") -> dict[str, float]:
     """Median wall time in milliseconds of one `forward` on a 1 x 3 x H x W input, per model, on `device`
     (the models must be there already; on a GPU each reading waits for the queued work).
 
-    The models are timed round-robin in one process (each round times every model once, the
-    starting model rotating between rounds) so that load changes on a shared machine hit all of
-    them alike: the ratios between models are more trustworthy than the absolute numbers. Runs
-    with a fixed `torch.set_num_threads(threads)` (restored afterwards), under inference_mode, with
-    the models in eval mode (their previous mode is restored).
+    The models are timed round-robin by `median_ms`. Runs with a fixed `torch.set_num_threads(threads)` (restored
+    afterwards), under inference_mode, with the models in eval mode (their previous mode is restored).
     """
-    if not models or repeats < 1:
-        raise ValueError("need at least one model and one repeat")
-    names = list(models)
-    times: dict[str, list[float]] = {name: [] for name in names}
     modes = {name: m.training for name, m in models.items()}
     device = torch.device(device)
     x = torch.rand(1, 3, *input_size, device=device) * 2 - 1
@@ -114,17 +130,13 @@ def measure_latency(models: dict[str, nn.Module], input_size: tuple[int, int] = 
         for m in models.values():
             m.eval()
         with torch.inference_mode():
-            for round_index in range(warmup + repeats):
-                shift = round_index % len(names)
-                for name in names[shift:] + names[:shift]:
-                    start = time.perf_counter()
-                    models[name](x)
-                    synchronize(device)
-                    elapsed = time.perf_counter() - start
-                    if round_index >= warmup:
-                        times[name].append(elapsed * 1000)
+            return median_ms({name: partial(_forward, m, x, device) for name, m in models.items()}, warmup, repeats)
     finally:
         torch.set_num_threads(previous_threads)
         for name, m in models.items():
             m.train(modes[name])
-    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def _forward(model: nn.Module, x: torch.Tensor, device: torch.device) -> None:
+    model(x)
+    synchronize(device)

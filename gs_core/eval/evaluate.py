@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from gs_core.checkpoint import load_model
 from gs_core.eval import cost, quality
 from gs_core.eval.backbones import MissingWeightsError
 
@@ -25,13 +26,6 @@ IDENTITY = "identity"  # the row of "output = the photo itself": the reference e
 NO_MODEL = "output = the photo: no model, no cost"
 
 Loader = Callable[[str], tuple[nn.Module, dict]]
-
-
-def _checkpoint_loader() -> Loader:
-    # Imported here so this module imports (and its tests run) independently of gs_core.checkpoint.
-    from gs_core.checkpoint import load_model
-
-    return load_model
 
 
 def evaluate_models(model_paths: Iterable[str | Path], photos_dir: str | Path | None, teacher_path: str | Path,
@@ -65,7 +59,7 @@ def evaluate_models(model_paths: Iterable[str | Path], photos_dir: str | Path | 
     quality_metrics = [m for m in metrics if m in QUALITY_METRICS]
     if quality_metrics and photos_dir is None:
         raise ValueError(f"quality metrics {quality_metrics} need photos_dir")
-    load = loader or _checkpoint_loader()
+    load = loader or load_model
     device = torch.device(device)
     teacher = load(str(teacher_path))[0].to(device)
     models = []

@@ -1,5 +1,8 @@
 """Generators (teachers and slim students) and the discriminator. Entry points: `create_generator`,
-`generator_from_state_dict`."""
+`generator_from_state_dict`.
+
+Importing an architecture's file registers it (`registry.register_generator`): a new architecture is its model file
+plus one import line here."""
 from gs_core.models.animeganv2 import AnimeGANv2
 from gs_core.models.base import ChannelGroup, Generator
 from gs_core.models.cartoongan import CartoonGAN

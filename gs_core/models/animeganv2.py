@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gs_core.models.base import ChannelGroup, Generator
+from gs_core.models.registry import register_generator
 
 # ConvNormLReLU layers outside the inverted residual blocks, in forward order, with the conv that reads them.
 _PLAIN_LAYERS = (("block_a.0", "block_a.1.1"), ("block_a.1", "block_a.2.1"), ("block_a.2", "block_b.0.1"),
@@ -61,8 +62,10 @@ class InvertedResBlock(nn.Module):
         return x + y if self.residual else y
 
 
+@register_generator
 class AnimeGANv2(Generator):
     arch = "animeganv2"
+    signature_key = "block_a.0.1.weight"
     channel_order = "RGB"
     size_multiple = 1  # the upsamplings target the saved sizes: any H, W >= min_side comes back unchanged
 

@@ -25,6 +25,21 @@ class ChannelGroup:
     consumers: tuple[tuple[str, int], ...] = field(default_factory=tuple)
 
 
+class ScalePoint(nn.Module):
+    """Where a conv's output channels meet the next conv with no norm between: the identity (or a ReLU) with no
+    parameters, so published weights load as they are, and the place GS puts a scale gate (gamma * x) to prune
+    those channels. A conv's output times gamma is the same conv with its filters and bias times gamma, so
+    extraction folds the gate into the conv before it (`relu` comes after the gate, as the conv's own
+    activation)."""
+
+    def __init__(self, channels: int, relu: bool = False):
+        super().__init__()
+        self.num_features, self.relu = channels, relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x) if self.relu else x
+
+
 class Generator(nn.Module):
     """Base class: subclasses define `forward` in their native space and `channel_groups`.
 
@@ -32,13 +47,20 @@ class Generator(nn.Module):
     `stylize` is what callers use: RGB in [0, 1] in, RGB in [0, 1] out, any size.
     """
 
-    arch: str = ""
+    arch: str = ""  # the registry name (create_generator, checkpoint specs)
+    aliases: tuple[str, ...] = ()  # other names create_generator accepts
+    signature_key: str = ""  # a state-dict key only this architecture's files have: how files are recognised
     channel_order: str = "RGB"  # "BGR" for CartoonGAN's official weights
     size_multiple: int = 4  # two stride-2 stages: H and W must divide by 4 for same-size output
     min_side: int = 8  # the 1/4-size feature map is reflect-padded by one pixel, which needs 2 pixels there
 
     def config(self) -> dict:
         """Constructor arguments that rebuild this exact architecture (saved in checkpoint cards)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_state_dict_keys(cls, shapes: dict[str, tuple[int, ...]]) -> dict:
+        """Constructor arguments of the model whose state dict has these key shapes (a file's layout)."""
         raise NotImplementedError
 
     def channel_groups(self) -> list[ChannelGroup]:

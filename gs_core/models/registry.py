@@ -1,22 +1,35 @@
-"""Build a generator by name, or load a state dict and recognise its architecture from its keys."""
+"""Build a generator by name, or load a state dict and recognise its architecture from its keys.
+
+An architecture registers itself: its model file decorates its Generator subclass with `register_generator`
+(which reads the class's `arch`, `aliases` and `signature_key`), and one import line in `gs_core/models/__init__.py`
+runs that file. Nothing else needs to know the list.
+"""
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 import torch
 
-from gs_core.models.animeganv2 import AnimeGANv2
 from gs_core.models.base import Generator
-from gs_core.models.cartoongan import CartoonGAN
-from gs_core.models.resnet_generator import ResnetGenerator
 
-GENERATORS: dict[str, type[Generator]] = {"cartoongan": CartoonGAN, "resnet_generator": ResnetGenerator,
-                                           "animeganv2": AnimeGANv2}
-ALIASES = {"cyclegan": "resnet_generator", "pix2pix": "resnet_generator"}
+GENERATORS: dict[str, type[Generator]] = {}
+ALIASES: dict[str, str] = {}
 
 
 class StateDictMismatch(ValueError):
     """A state dict that does not fit the architecture; the message lists what differs."""
+
+
+def register_generator(cls: type[Generator]) -> type[Generator]:
+    """Class decorator: `cls` is built by its `arch` name and its `aliases`, and recognised by its `signature_key`."""
+    if not cls.arch or not cls.signature_key:
+        raise ValueError(f"{cls.__name__} needs an `arch` name and a `signature_key` (a state-dict key only its "
+                         f"files have) to be registered")
+    if cls.arch in GENERATORS:
+        raise ValueError(f"a generator named {cls.arch!r} is registered already")
+    GENERATORS[cls.arch] = cls
+    ALIASES.update(dict.fromkeys(cls.aliases, cls.arch))
+    return cls
 
 
 def create_generator(name: str, **kwargs) -> Generator:
@@ -45,19 +58,16 @@ def clean_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
 def detect_architecture(state: Mapping[str, torch.Tensor]) -> tuple[str, dict]:
     """(registry name, constructor kwargs) for a state dict, from its key names and shapes."""
     shapes = {k: tuple(v.shape) for k, v in state.items()}
-    try:
-        if "conv01_1.weight" in shapes:
-            return "cartoongan", CartoonGAN.from_state_dict_keys(shapes)
-        if "model.1.weight" in shapes:
-            return "resnet_generator", ResnetGenerator.from_state_dict_keys(shapes)
-        if "block_a.0.1.weight" in shapes:
-            return "animeganv2", AnimeGANv2.from_state_dict_keys(shapes)
-    except (KeyError, IndexError) as err:
-        raise StateDictMismatch(f"state dict looks like a known generator but lacks key {err}") from None
+    for name, cls in GENERATORS.items():
+        if cls.signature_key in shapes:
+            try:
+                return name, cls.from_state_dict_keys(shapes)
+            except (KeyError, IndexError) as err:
+                raise StateDictMismatch(f"state dict looks like a known generator but lacks key {err}") from None
     sample = ", ".join(list(shapes)[:5])
-    raise StateDictMismatch(
-        f"unrecognised state dict (first keys: {sample}); expected CartoonGAN keys (conv01_1.weight, ...), "
-        f"CycleGAN ResnetGenerator keys (model.1.weight, ...) or AnimeGANv2 keys (block_a.0.1.weight, ...)")
+    known = ", ".join(f"{'/'.join((cls.__name__, *cls.aliases))} ({cls.signature_key}, ...)"
+                      for cls in GENERATORS.values())
+    raise StateDictMismatch(f"unrecognised state dict (first keys: {sample}); expected the keys of {known}")
 
 
 def load_state_dict_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> None:

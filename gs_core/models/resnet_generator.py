@@ -10,6 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from gs_core.models.base import ChannelGroup, Generator
+from gs_core.models.registry import register_generator
 
 NORMS = ("instance", "batch", "instance_affine")
 
@@ -35,8 +36,11 @@ class ResnetBlock(nn.Module):
         return x + self.conv_block(x)
 
 
+@register_generator
 class ResnetGenerator(Generator):
     arch = "resnet_generator"
+    aliases = ("cyclegan", "pix2pix")
+    signature_key = "model.1.weight"
     channel_order = "RGB"
 
     def __init__(self, ngf: int = 64, n_blocks: int = 9, norm: str = "instance", use_dropout: bool = False,

@@ -63,12 +63,13 @@ def _slim_shell(student: Generator, plan: Plan, gated: bool) -> Generator:
     """The untrained slim architecture of `plan`, with the student's quantizers (and its gates when `gated`)."""
     spec = spec_of(student)
     slim = create_generator(spec["name"], **student.slim_config({n: sum(m) for n, m in plan.items()}))
-    if gated:
+    add_quantizers(slim, spec["weight_bits"], act_bits={k: v for k, v in spec["act_bits"].items() if v},
+                   per_channel=spec["per_channel"])
+    if gated:  # after the quantizers, as in make_student: which gates exist depends on them
         for name, gate in gates_of(add_gates(slim)).items():
             if student.get_submodule(name).beta is None:  # an affine-free teacher norm: keep its gate beta-free
                 gate.beta = None
-    return add_quantizers(slim, spec["weight_bits"], act_bits={k: v for k, v in spec["act_bits"].items() if v},
-                          per_channel=spec["per_channel"])
+    return slim
 
 
 def _check_gated(student: Generator) -> None:
@@ -113,8 +114,22 @@ def extract(student: Generator, plan: Plan | None = None) -> Generator:
              if k.rpartition(".")[0] not in gates}
     for group in student.channel_groups():
         keep = torch.tensor(plan[group.name], dtype=torch.bool)
-        for name in group.gates:
+        for name in (n for n in group.gates if n in gates):
             exported = gates[name].export(keep, slim.get_submodule(name))
             state.update({f"{name}.{leaf}": value for leaf, value in exported.items()})
+            if gates[name].kind == "scale":
+                _fold_scale_(state, group.producers, gates[name].gamma.detach()[keep])
     load_state_dict_strict(slim, state)
     return slim.eval()
+
+
+def _fold_scale_(state: dict[str, torch.Tensor], producers: tuple[tuple[str, int], ...], gamma: torch.Tensor) -> None:
+    """A scale gate right after its conv: the conv's filters and bias for each channel times its gamma. Exact with
+    fake quantization per output channel (each channel's max |w| moves with its gamma); a zero gamma leaves a
+    channel of zeros, which the plan keeps only to round a width."""
+    for conv, axis in producers:
+        shape = [1] * state[f"{conv}.weight"].dim()
+        shape[axis] = -1
+        state[f"{conv}.weight"] = state[f"{conv}.weight"] * gamma.view(shape)
+        if f"{conv}.bias" in state:
+            state[f"{conv}.bias"] = state[f"{conv}.bias"] * gamma

@@ -15,6 +15,11 @@ the slim model keeps, those alive in any gate of its channel group (`tied`, set 
 zero elsewhere: a channel pruned from the plan changes the gated student at once, not only after extraction.
 Such a channel also gets no gradient, so unlike an instance or batch norm channel it cannot grow back before the
 plan freezes.
+
+Where a conv feeds the next conv with no norm between, the model marks a `ScalePoint` and the gate is a plain
+scale, `gamma * x` (kind "scale", gamma starting at 1, no beta). Extraction folds it into the conv before it (filters
+and bias times gamma), which fake quantization allows only per output channel: max-abs scales move with gamma, one
+scale per layer does not. So a model with a conv quantized per layer gets no scale gates (`add_gates`).
 """
 from __future__ import annotations
 
@@ -23,15 +28,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from gs_core.models.cartoongan import InstanceNormScaleShift
-from gs_core.models.base import Generator
+from gs_core.models.base import Generator, ScalePoint
 
 
 class ChannelGate(nn.Module):
     def __init__(self, channels: int, kind: str, eps: float, has_beta: bool, momentum: float = 0.1):
         super().__init__()
-        if kind not in ("instance", "batch", "layer"):
+        if kind not in ("instance", "batch", "layer", "scale"):
             raise ValueError(f"unsupported norm kind {kind!r}")
         self.kind, self.eps, self.momentum = kind, eps, momentum
+        self.relu = False  # a scale gate standing for a ScalePoint that is also its conv's ReLU
         self.gamma = nn.Parameter(torch.ones(channels))
         self.beta = nn.Parameter(torch.zeros(channels)) if has_beta else None
         # The gates of this gate's channel group: a plain tuple, not submodules, so state-dict keys are unchanged.
@@ -42,6 +48,10 @@ class ChannelGate(nn.Module):
 
     @classmethod
     def from_norm(cls, norm: nn.Module) -> "ChannelGate":
+        if isinstance(norm, ScalePoint):
+            gate = cls(norm.num_features, "scale", 0.0, has_beta=False)
+            gate.relu = norm.relu
+            return gate
         if isinstance(norm, InstanceNormScaleShift):
             gate = cls(norm.scale.numel(), "instance", norm.eps, has_beta=True)
             weight, bias = norm.scale, norm.shift
@@ -74,6 +84,9 @@ class ChannelGate(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "layer":
             return self._layer_norm(x)
+        if self.kind == "scale":
+            y = x * self.gamma.view(1, -1, 1, 1).to(x.dtype)
+            return F.relu(y) if self.relu else y
         # gamma and beta enter the norm's own kernel as its affine step: one pass over x, not three.
         if self.kind == "batch":
             return F.batch_norm(x, self.running_mean, self.running_var, self.gamma, self.effective_beta(),
@@ -95,7 +108,10 @@ class ChannelGate(nn.Module):
         return out
 
     def export(self, keep: torch.Tensor, target: nn.Module) -> dict[str, torch.Tensor]:
-        """State dict of `target` (the slim model's ordinary norm) holding the kept channels of this gate."""
+        """State dict of `target` (the slim model's ordinary norm) holding the kept channels of this gate; empty
+        for a scale gate, which extraction folds into the conv before it instead."""
+        if self.kind == "scale":
+            return {}
         gamma = self.gamma.detach()[keep]
         beta = self.effective_beta()
         beta = torch.zeros_like(gamma) if beta is None else beta.detach()[keep]
@@ -115,9 +131,14 @@ def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
 
 def add_gates(model: Generator) -> Generator:
     """Turn every prunable norm of `model` (in place) into a ChannelGate, tied to the other gates of its channel
-    group; returns the model."""
+    group, and every ScalePoint into a scale gate unless a conv is fake-quantized per layer (quantizers, where
+    any, come first); returns the model."""
+    per_layer = any(getattr(m, "channel_axis", 0) is None for m in model.modules())
     for group in model.channel_groups():
-        gates = tuple(ChannelGate.from_norm(model.get_submodule(name)) for name in group.gates)
+        points = [model.get_submodule(name) for name in group.gates]
+        if per_layer and any(isinstance(p, ScalePoint) for p in points):
+            continue
+        gates = tuple(ChannelGate.from_norm(p) for p in points)
         for name, gate in zip(group.gates, gates):
             gate.tied = gates
             _replace(model, name, gate)

@@ -10,8 +10,10 @@ import json
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from gs_core.files import atomic_path
 from gs_core.slim.quant import FULL_PRECISION, conv_layers, quantize_weight
 
 
@@ -63,16 +65,12 @@ def unpack_state(state: dict[str, torch.Tensor], layout: dict) -> dict[str, torc
 def save_packed(model: torch.nn.Module, path) -> int:
     """Write the packed file; returns the bits of tensor payload stored (what size_bits estimates)."""
     state, layout = pack_state(model)
-    from gs_core.checkpoint import atomic_path  # checkpoint imports slim; import here to keep the graph acyclic
-
     with atomic_path(path) as tmp:
         save_file({k: v.contiguous() for k, v in state.items()}, tmp, metadata={"layout": json.dumps(layout)})
     return sum(v.numel() * v.element_size() * 8 for v in state.values())
 
 
 def load_packed(path) -> dict[str, torch.Tensor]:
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as f:
         layout = json.loads(f.metadata()["layout"])
     return unpack_state(load_file(str(path)), layout)

@@ -38,11 +38,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from gs_core.checkpoint import atomic_torch_save
+from gs_core.files import atomic_torch_save
 from gs_core.models import PatchDiscriminator
 from gs_core.slim.gates import gamma_parameters, gates_of, soft_threshold_
 from gs_core.slim.extract import narrow, narrowed, plan_slices, widen_student_
-from gs_core.slim.plan import CostModel, Plan, dense_plan, enforce_budget, plan_cost, plan_from_gates
+from gs_core.slim.plan import CostModel, Plan, dense_plan, enforce_budget, plan_cost, plan_from_gates, round_plan
 from gs_core.slim.quant import calibrate_activations, set_quantizing_
 
 DISTILL_LOSSES = ("l1", "mse", "lpips", "lpips-vgg")
@@ -110,14 +110,16 @@ class TrainingDiverged(RuntimeError):
 
 
 Batches = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
+StepHook = Callable[[int, nn.Module, Plan], None]
 
 
 def has_fast_bf16(device: torch.device) -> bool:
     """bf16 arithmetic in hardware: a GPU that supports it, or a CPU with AVX-512 BF16 or AMX. Without them
     oneDNN emulates bf16, and a full-width ResNet-9 GS step ran 3.6x slower than in fp32 (on an AVX-512 Xeon
     without BF16, 256 px, 2 threads: 6.4 against 1.76 s)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # not emulation, which is_bf16_supported() also counts by default (pre-Ampere GPUs)
+        with torch.cuda.device(device):
+            return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":
         return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     return False
@@ -233,9 +235,14 @@ def _apply_plan_(model: nn.Module, plan: Plan, weights_too: bool = True) -> None
 
 def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Path, *,
         cost_model: tuple | None = None, progress: bool = True, desc: str = "train",
-        device: torch.device | str = "cpu") -> list[dict]:
+        device: torch.device | str = "cpu", on_step: StepHook | None = None) -> list[dict]:
     """Train `model` in place with the GS objective on `device`; returns the history (one dict per logged step).
     The model comes back on the CPU, in eval mode.
+
+    on_step(steps done, the network being trained, the current plan) runs after every step (and its checkpoint):
+    the seam for progress reports and live previews of a job. The network is the student, or after the freeze its
+    narrowed copy; the hook must leave it as it found it. An exception raised there stops training (that is how a
+    job is cancelled); the last checkpoint is kept.
 
     cost_model (a `plan.CostModel`, or the tuple (layer costs, reference cost, bits)) lets budget mode and the
     progress bar price the plan; a latency budget needs its `latency` table.
@@ -300,8 +307,11 @@ def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Pat
                            "step": step, "rho": rho, "plan": frozen, "history": history,
                            "config": json.dumps(asdict(cfg))}, state_path)
 
+    multiples = cost_model.multiples if cost_model is not None else None
+
     def current_plan() -> Plan:
-        return frozen if frozen is not None else plan_from_gates(model)
+        """The frozen plan, or before the freeze the gates' plan with its widths rounded as the budget prices it."""
+        return frozen if frozen is not None else round_plan(model, plan_from_gates(model), multiples)
 
     def cost_fraction(plan: Plan | None = None) -> float:
         cost = plan_cost(model, plan or current_plan(), cost_model.costs, cost_model.bits, cost_model.latency)
@@ -378,10 +388,10 @@ def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Pat
                     wanted = start_fraction - (start_fraction - cfg.budget) * (step + 1) / prune_end
                     target = wanted * getattr(cost_model.reference, cfg.budget_metric)
                     plan = enforce_budget(model, plan_from_gates(model), cost_model.costs, target, cfg.budget_metric,
-                                          cost_model.bits, cost_model.latency)
+                                          cost_model.bits, cost_model.latency, multiples)
                     _apply_plan_(model, plan, weights_too=False)
             if pruning and step + 1 == prune_end:
-                frozen = plan_from_gates(model)
+                frozen = current_plan()
                 _apply_plan_(model, frozen)
                 # Pruning changed what flows into each conv: clip ranges calibrated on the dense student would
                 # waste levels, so calibrate them again on this batch before fine-tuning learns them further.
@@ -408,6 +418,8 @@ def fit(model: nn.Module, batches: Batches, cfg: TrainConfig, run_dir: str | Pat
                                 alive=f"{alive:.1%}")
             if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
                 save(step + 1)
+            if on_step:
+                on_step(step + 1, net, current_plan())
     if net is not model:
         widen_student_(model, net, frozen)
     set_quantizing_(model, True)  # a narrowed `net` may have switched its quantizers on after the freeze

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import zipfile
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,7 @@ import torch
 from fake_grid import IDENTITY_PSNR, build_fake_grid
 from PIL import Image
 
-from gs_core.deploy.runtime import OnnxGenerator
+from gs_core.deploy.choose import load_deployed
 from tiny_models import build_tiny
 from pages.compare import _eager_latency, card_markdown, photo_view, read_uploads, slider_step, student_view
 from pages.grid import baseline_ids, grid_cells, grid_view
@@ -133,7 +134,7 @@ def test_pareto_says_why_a_metric_is_missing(grid):
 def test_layer_and_training_figures_for_every_kind_of_model(grid, model_id):
     survival, heatmap, gammas, bits = layer_figures(grid, model_id)
     kept, pruned = survival.data
-    assert sum(kept.y) + sum(pruned.y) == sum(c.out_channels for c in grid.models["teacher"].modules()
+    assert sum(kept.x) + sum(pruned.x) == sum(c.out_channels for c in grid.models["teacher"].modules()
                                               if hasattr(c, "out_channels"))
     assert len(heatmap.data) == 1
     assert bool(gammas.data) == (model_id.startswith("gs"))  # baselines and the teacher have no gammas
@@ -168,7 +169,7 @@ def test_pages_on_an_animeganv2_grid(tmp_path, photo):
     assert grid_cells(grid) == ["gs-s0.5-b8"] and len(grid_view(grid, photo)[0]) == 1
     survival, _, gammas, _ = layer_figures(grid, "gs-s0.5-b8")
     kept, pruned = survival.data
-    assert len(kept.x) == 25 and 0 < sum(pruned.y) < sum(kept.y) + sum(pruned.y)  # every conv, some pruned
+    assert len(kept.y) == 25 and 0 < sum(pruned.x) < sum(kept.x) + sum(pruned.x)  # every conv, some pruned
     assert gammas.data
 
 
@@ -180,11 +181,13 @@ def test_card_names_what_each_budget_removes(tmp_path):
     assert "size budget · 90% size removed · 8-bit" in card_markdown(grid, "gs-size-s0.9-b8")
 
 
-def test_onnx_download_is_the_deployed_export_and_written_once(grid):
-    quantized, full = grid.onnx_file("gs-s0.25-b8"), grid.onnx_file("gs-s0.25-b32")
-    assert quantized.name == "gs-s0.25-b8-int8.onnx" and full.name == "gs-s0.25-b32.onnx"
-    assert grid.onnx_file("gs-s0.25-b8").stat().st_mtime_ns == quantized.stat().st_mtime_ns
-    assert OnnxGenerator(quantized).run(torch.rand(1, 3, 16, 16)).shape == (1, 3, 16, 16)
+def test_the_download_is_the_deployed_folder_zipped_once(grid, tmp_path):
+    path = grid.deployed_zip("gs-s0.25-b32")
+    assert grid.deployed_zip("gs-s0.25-b32").stat().st_mtime_ns == path.stat().st_mtime_ns  # deployed once
+    with zipfile.ZipFile(path) as archive:
+        assert sorted(archive.namelist()) == ["gs-s0.25-b32/deploy.json", "gs-s0.25-b32/model.onnx"]
+        archive.extractall(tmp_path)
+    assert load_deployed(tmp_path / "gs-s0.25-b32").run(torch.rand(1, 3, 16, 16)).shape == (1, 3, 16, 16)
     assert "latency, deployed" in card_markdown(grid, "gs-s0.25-b8")
 
 

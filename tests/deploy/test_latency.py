@@ -1,6 +1,7 @@
 """Deployed latency: which runtimes a model gets, and the interleaved timing."""
 
-from gs_core.deploy.latency import RUNTIMES, deployed_runtime, median_ms, runners
+from gs_core.deploy.latency import RUNTIMES, runners
+from gs_core.eval.cost import median_ms
 from gs_core.slim.quant import calibrate_activations
 from gs_core.slim.student import make_student
 
@@ -17,10 +18,3 @@ def test_runners_cover_every_runtime_a_model_can_be_deployed_to(tiny_generator, 
         expected |= {("teacher", "openvino"), ("student", "openvino"), ("student", "openvino-int8")}
     assert set(timed) == expected
     assert all(ms > 0 for ms in timed.values())
-    assert (deployed_runtime(teacher), deployed_runtime(student)) == ("onnxruntime", "onnxruntime-int8")
-
-
-def test_median_ms_rotates_the_first_runner():
-    order = []
-    median_ms({name: (lambda name=name: order.append(name)) for name in "abc"}, warmup=0, repeats=3)
-    assert order == list("abcbcacab")

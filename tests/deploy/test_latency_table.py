@@ -107,7 +107,7 @@ def test_a_latency_budget_needs_a_table(tiny_generator, tmp_path):
 
 
 def test_gs_latency_prunes_to_a_share_of_the_teachers_latency(tmp_path, monkeypatch):
-    from gs_core.slim.methods import COST_SIZE, LATENCY_THREADS, SlimConfig, run_method
+    from gs_core.methods import COST_SIZE, LATENCY_THREADS, SlimConfig, run_method
 
     monkeypatch.setattr(lt, "CACHE_DIR", tmp_path / "cache")
     torch.manual_seed(0)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from gs_core.eval.cost import compression, count_macs, count_params, measure_latency, size_bits
+from gs_core.eval.cost import compression, count_macs, count_params, measure_latency, median_ms, size_bits
 from gs_core.models import create_generator
 
 LAYOUTS = Path(__file__).resolve().parents[1] / "official_layouts"
@@ -114,3 +114,12 @@ def test_measure_latency_runs_models_round_robin():
 
     measure_latency({n: Recorder(n) for n in "abc"}, input_size=(4, 4), warmup=0, repeats=3)
     assert order == list("abc" "bca" "cab")
+
+
+def test_median_ms_rotates_the_first_runner_and_skips_warmup():
+    order = []
+    timed = median_ms({name: (lambda name=name: order.append(name)) for name in "abc"}, warmup=1, repeats=3)
+    assert order == list("abc" "bca" "cab" "abc")
+    assert set(timed) == set("abc") and all(ms >= 0 for ms in timed.values())
+    with pytest.raises(ValueError):
+        median_ms({}, repeats=1)

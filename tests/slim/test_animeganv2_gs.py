@@ -7,10 +7,10 @@ from torch import nn
 
 from tiny_models import build_tiny, randomize_norms_
 from gs_core.eval.cost import count_macs
+from gs_core.methods import SlimConfig, run_method, thinner
 from gs_core.models import create_generator
 from gs_core.slim.extract import extract
 from gs_core.slim.gates import gates_of
-from gs_core.slim.methods import SlimConfig, run_method, thinner
 from gs_core.slim.plan import dense_plan, layer_costs, plan_cost, plan_from_gates
 from gs_core.slim.quant import QuantConv2d, activation_levels, calibrate_activations, conv_layers, layer_bits
 from gs_core.slim.student import make_student, spec_of

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from gs_core.methods import SlimConfig, run_method
 from gs_core.models import create_generator
-from gs_core.slim.methods import SlimConfig, run_method
 from gs_core.slim.quant import layer_bits
 from gs_core.slim.train import TrainConfig
 

@@ -36,10 +36,11 @@ from gs_core.eval.cost import count_macs
 from gs_core.models import Generator, create_generator
 from gs_core.slim.extract import extract
 from gs_core.slim.gates import gates_of
-from gs_core.slim.plan import CostModel, dense_plan, describe_widths, layer_costs, plan_cost
+from gs_core.slim.plan import (CostModel, channel_multiples, dense_plan, describe_widths, layer_costs,
+                               parse_channel_multiple, plan_cost, plan_from_gates, round_plan)
 from gs_core.slim.quant import FULL_PRECISION, calibrate_activations, layer_bits
 from gs_core.slim.student import make_student
-from gs_core.slim.train import TrainConfig, fit
+from gs_core.slim.train import StepHook, TrainConfig, fit
 
 METHODS = ("gs", "gs-latency", "gs-size", "distill", "prune", "quant", "stacked", "stacked-scratch")
 COST_SIZE = (256, 256)  # budgets are priced at this resolution (MAC ratios do not depend on it)
@@ -55,6 +56,9 @@ class SlimConfig:
     sparsity: float = 0.5  # fraction of the teacher's MACs to remove (budget mode)
     rho: float | None = None  # fixed-rho mode: L1 weight; then `sparsity` is ignored
     per_channel: bool = True
+    # Kept widths of each pruned group: a multiple of this many channels (or the whole layer), "auto" the CPU's
+    # kernel block on groups wide enough for it to pay (gs_core.slim.plan.channel_multiples), 1 any width.
+    channel_multiple: str = "auto"
     batch_size: int = 4
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -63,6 +67,7 @@ class SlimConfig:
             raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
         if not 0 <= self.sparsity < 1:
             raise ValueError(f"sparsity is a fraction of MACs to remove, in [0, 1); got {self.sparsity}")
+        parse_channel_multiple(self.channel_multiple)
 
 
 def delays_quantization(method: str, bits: int | dict | str) -> bool:
@@ -102,7 +107,7 @@ def thinner(teacher: Generator, mac_fraction: float) -> Generator:
 
 def _train(model: Generator, inputs, targets, cfg: SlimConfig, run_dir: Path, *, bits, gated: bool,
            budget: float | None, teacher: Generator, steps: int, desc: str, progress: bool,
-           device: torch.device):
+           device: torch.device, on_step: StepHook | None = None):
     student = make_student(model, bits, cfg.per_channel, gated=gated).to(device)
     calibrate_activations(student, inputs[:16], cfg.train.calibration_quantile)
     prune = gated and (budget is not None or cfg.rho)
@@ -113,17 +118,20 @@ def _train(model: Generator, inputs, targets, cfg: SlimConfig, run_dir: Path, *,
         table = (latency_table(teacher, COST_SIZE[0], LATENCY_THREADS, progress=progress)
                  if train_cfg.budget_metric == "latency" else None)
         reference = plan_cost(teacher, dense_plan(teacher), layer_costs(teacher, COST_SIZE), latency=table)
-        cost_model = CostModel(layer_costs(model, COST_SIZE), reference, layer_bits(student), table)
+        cost_model = CostModel(layer_costs(model, COST_SIZE), reference, layer_bits(student), table,
+                               channel_multiples(student, cfg.channel_multiple, device))
     history = fit(student, batches_from(inputs, targets, cfg.batch_size, cfg.train.seed), train_cfg, run_dir,
-                  cost_model=cost_model, progress=progress, desc=desc, device=device)
+                  cost_model=cost_model, progress=progress, desc=desc, device=device, on_step=on_step)
     return student, history
 
 
 def run_method(teacher: Generator, inputs: torch.Tensor, outputs: torch.Tensor, cfg: SlimConfig,
                run_dir: str | Path, task_targets: torch.Tensor | None = None,
-               progress: bool = True, device: torch.device | str = "cpu") -> tuple[Generator, dict]:
+               progress: bool = True, device: torch.device | str = "cpu",
+               on_step: StepHook | None = None) -> tuple[Generator, dict]:
     """Train one compressed model on `device`; returns (the deployable slim model on the CPU, card fields
-    describing it). The training pairs move to the device once, not batch by batch."""
+    describing it). The training pairs move to the device once, not batch by batch. `on_step` is `fit`'s hook,
+    for the GS methods (one training stage): a job's progress, live view and cancel."""
     run_dir = Path(run_dir)
     device = torch.device(device)
     inputs, outputs = inputs.to(device), outputs.to(device)
@@ -139,9 +147,9 @@ def run_method(teacher: Generator, inputs: torch.Tensor, outputs: torch.Tensor, 
     if cfg.method in GS_METHODS:
         student, history = _train(teacher, inputs, outputs, cfg, run_dir, bits=cfg.bits, gated=True, budget=keep,
                                   teacher=teacher, steps=steps, desc="gs", progress=progress,
-                                  device=device)
+                                  device=device, on_step=on_step)
         gammas = _gammas(student)
-        slim = extract(student)
+        slim = _extract(student, cfg, device)
     elif cfg.method == "prune":
         if task_targets is None:
             raise ValueError("the prune baseline learns from the task targets; this teacher has none")
@@ -149,7 +157,7 @@ def run_method(teacher: Generator, inputs: torch.Tensor, outputs: torch.Tensor, 
                                   budget=keep, teacher=teacher, steps=steps, desc="prune", progress=progress,
                                   device=device)
         gammas = _gammas(student)
-        slim = extract(student)
+        slim = _extract(student, cfg, device)
     elif cfg.method == "quant":
         slim, history = _train(teacher, inputs, outputs, cfg, run_dir, bits=cfg.bits, gated=False, budget=None,
                                teacher=teacher, steps=steps, desc="quant", progress=progress, device=device)
@@ -163,9 +171,9 @@ def run_method(teacher: Generator, inputs: torch.Tensor, outputs: torch.Tensor, 
                             budget=keep, teacher=teacher, steps=third, desc="stacked 1/3 prune", progress=progress,
                             device=device)
         gammas = _gammas(pruned)
-        tuned, h2 = _train(extract(pruned), inputs, outputs, cfg, run_dir / "2-distill", bits=FULL_PRECISION,
-                           gated=False, budget=None, teacher=teacher, steps=third, desc="stacked 2/3 distill",
-                           progress=progress, device=device)
+        tuned, h2 = _train(_extract(pruned, cfg, device), inputs, outputs, cfg, run_dir / "2-distill",
+                           bits=FULL_PRECISION, gated=False, budget=None, teacher=teacher, steps=third,
+                           desc="stacked 2/3 distill", progress=progress, device=device)
         slim, h3 = _train(tuned, inputs, outputs, cfg, run_dir / "3-quant", bits=_bits_for(cfg.bits), gated=False,
                           budget=None, teacher=teacher, steps=steps - 2 * third, desc="stacked 3/3 quant",
                           progress=progress, device=device)
@@ -179,9 +187,9 @@ def run_method(teacher: Generator, inputs: torch.Tensor, outputs: torch.Tensor, 
                             budget=keep, teacher=teacher, steps=third, desc="stacked 2/3 prune", progress=progress,
                             device=device)
         gammas = _gammas(pruned)
-        slim, h3 = _train(extract(pruned), inputs, outputs, cfg, run_dir / "3-quant", bits=_bits_for(cfg.bits),
-                          gated=False, budget=None, teacher=teacher, steps=steps - 2 * third,
-                          desc="stacked 3/3 quant", progress=progress, device=device)
+        slim, h3 = _train(_extract(pruned, cfg, device), inputs, outputs, cfg, run_dir / "3-quant",
+                          bits=_bits_for(cfg.bits), gated=False, budget=None, teacher=teacher,
+                          steps=steps - 2 * third, desc="stacked 3/3 quant", progress=progress, device=device)
         history = _staged(("distill", h1, 0), ("prune", h2, third), ("quant", h3, 2 * third))
     card = {
         "method": cfg.method,
@@ -193,6 +201,13 @@ def run_method(teacher: Generator, inputs: torch.Tensor, outputs: torch.Tensor, 
         "training": {**asdict(cfg), "train": asdict(cfg.train)},
     }
     return slim.eval(), card
+
+
+def _extract(student: Generator, cfg: SlimConfig, device: torch.device) -> Generator:
+    """The slim model of a trained gated student: its gates' plan with the widths rounded as training rounded
+    them (channels kept only for their width have gamma 0 unless fine-tuning revived them)."""
+    multiples = channel_multiples(student, cfg.channel_multiple, device)
+    return extract(student, round_plan(student, plan_from_gates(student), multiples))
 
 
 def _staged(*stages: tuple[str, list[dict], int]) -> list[dict]:
