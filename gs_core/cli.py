@@ -284,6 +284,9 @@ def cmd_jobs(args) -> int:
         torch.set_num_threads(args.threads)
         jobs.work(args.workspace, args.backend, resolve_device(args.device), parent=args.parent, once=args.once)
         return 0
+    if args.action == "estimate":
+        print(json.dumps(jobs.estimate(_dataclass_from_args(jobs.JobSpec, args), args.workspace)))
+        return 0
     queue = jobs.JobQueue(args.workspace)
     if args.action == "submit":
         spec = _dataclass_from_args(jobs.JobSpec, args)
@@ -424,10 +427,12 @@ def build_parser() -> argparse.ArgumentParser:
     submit = actions.add_parser("submit", help="queue a job (the teacher is checked and copied first)")
     submit.add_argument("--estimate", action="store_true", help="time a few steps first and say how long")
     _add_dataclass_args(submit, JobSpec)
+    estimate = actions.add_parser("estimate", help="time a few steps of the job and print the estimate as JSON")
+    _add_dataclass_args(estimate, JobSpec)
     actions.add_parser("list", help="every job, newest first")
     cancel = actions.add_parser("cancel", help="cancel a queued or running job")
     cancel.add_argument("job")
-    for action in (worker, submit, cancel, actions.choices["list"]):
+    for action in (worker, submit, estimate, cancel, actions.choices["list"]):
         action.add_argument("--workspace", default=str(REPO / "workspace"))
     p.set_defaults(run=cmd_jobs)
     return parser

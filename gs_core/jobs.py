@@ -573,6 +573,24 @@ def ensure_worker(workspace: str | Path, backend: str = "local", device: str = "
 
 
 # ------------------------------------------------------------------------------------------------- estimate
+def estimate_apart(spec: JobSpec, workspace: str | Path, timeout: float = 900) -> dict:
+    """`estimate` in a child process (`python -m gs_core jobs estimate`), at a lower priority: the app hands its
+    probe steps to another process as it hands jobs to the worker, so a web request never trains and the
+    slider's requests keep the cores first. Raises ValueError with the child's one-line error."""
+    command = [sys.executable, "-m", "gs_core", "jobs", "estimate", "--workspace", str(Path(workspace).resolve())]
+    for name, value in asdict(spec).items():
+        command += [f"--{name.replace('_', '-')}", str(value)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, preexec_fn=lambda: os.nice(10),
+                              cwd=Path(__file__).resolve().parent.parent)
+    except subprocess.TimeoutExpired:
+        raise ValueError(f"the estimate took over {timeout:.0f} s; is the machine busy?") from None
+    if done.returncode:
+        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        raise ValueError(lines[-1].removeprefix("error: "))
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def estimate(spec: JobSpec, workspace: str | Path) -> dict:
     """How long the job will take and how much disk it will use, measured on this machine: PROBE_STEPS steps of
     this teacher's GS training at the job's crop size and batch (half pruning the full-width student, half

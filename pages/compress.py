@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 from gs_core.data.images import IMAGE_EXTENSIONS
 from gs_core.data.photoset import load_split
 from gs_core.files import CheckpointError
-from gs_core.jobs import BITS, EMBEDDED_TEACHER, JobQueue, JobSpec, estimate, inspect_teacher, usable_photos
+from gs_core.jobs import BITS, EMBEDDED_TEACHER, JobQueue, JobSpec, estimate_apart, inspect_teacher, usable_photos
 from gs_core.methods import delays_quantization
 from pages import UI_EVENT, Shared, add_opener, note_figure
 from pages.training import history_figure
@@ -94,9 +94,9 @@ def job_spec(preset: str, teacher: str, sparsity: float, budget: str, bits: str,
 
 
 def estimate_text(workspace: Path, spec: JobSpec) -> str:
-    """The measured estimate as one paragraph, or why there is none."""
+    """The measured estimate as one paragraph, or why there is none (timed in a child process, never here)."""
     try:
-        guess = estimate(spec, workspace)
+        guess = estimate_apart(spec, workspace)
     except (ValueError, CheckpointError, OSError) as err:
         return f"**Error**: {err}"
     return (f"**About {_duration(guess['seconds'])}** ({_duration(guess['train_s'])} training, "
@@ -285,7 +285,7 @@ def add_compress_page(shared: Shared, tab: gr.Tab, workspace: Path, preset: str 
     seen = gr.State([job_choices(queue), shared.grids.choices()])  # choices as this session last drew them
     teacher_file.change(take_teacher, teacher_file, [teacher_path, found], **UI_EVENT)
     photos.change(take_photos, photos, [photos_dir, photos_note], **UI_EVENT)
-    # Times a few training steps of the teacher: seconds, one estimate at a time.
+    # A child process times a few training steps of the teacher: seconds, one estimate at a time.
     estimate_button.click(lambda *v: estimate_text(workspace, spec(*v)), [teacher_file, *spec_inputs],
                           estimate_note, concurrency_limit=1, **UI_EVENT)
     start.click(submit, [teacher_file, *spec_inputs], [table, chosen, estimate_note], **UI_EVENT)

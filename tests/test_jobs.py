@@ -279,6 +279,13 @@ def test_estimate_times_this_teachers_steps_and_counts_the_disk(teacher_file, tm
     assert not list((tmp_path / "ws" / "scratch").iterdir())
 
 
+def test_the_app_estimates_in_a_child_process(teacher_file, tmp_path):
+    guess = jobs.estimate_apart(JobSpec(teacher=str(teacher_file), steps=100, **QUICK), tmp_path / "ws")
+    assert guess["step_s"]["pruning"] > 0 and guess["disk"]["teacher_copy"] == teacher_file.stat().st_size
+    with pytest.raises(ValueError, match="missing.pth"):  # the child's one-line error, not its traceback
+        jobs.estimate_apart(JobSpec(teacher=str(tmp_path / "missing.pth"), **QUICK), tmp_path / "ws")
+
+
 def test_with_the_ray_backend_a_job_runs_as_a_ray_task(teacher_file, tmp_path):
     ray = pytest.importorskip("ray")
     workspace = tmp_path / "ws"
