@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from collections import defaultdict
@@ -171,6 +172,7 @@ def profile(folder: Path, size: int, threads: int, top: int = 12) -> list[tuple[
 
         options = session_options(threads)
         options.enable_profiling = True
+        options.profile_file_prefix = str(folder / "onnxruntime_profile")  # beside the model, not in the cwd
         session = ort.InferenceSession(str(folder / info["file"]), options, providers=["CPUExecutionProvider"])
         feed = {session.get_inputs()[0].name: rgb}
         session.run(None, feed)
@@ -193,8 +195,9 @@ def _write(rows: list[dict], args) -> None:
     pd.DataFrame(kept + rows).to_csv(RESULTS / "deploy_fullwidth.csv", index=False)
     path.write_text(json.dumps(
         {"cpu": cpu_name(), "cpu_flags": sorted(cpu_flags()), "threads": args.threads, "sizes": args.sizes,
-         "repeats": args.repeats, "note": "medians of interleaved rounds, each family timed on its own, on a CPU "
-         "shared with other work: compare ratios within a family", "rows": kept + rows}, indent=1))
+         "repeats": args.repeats, "load_average_at_end": os.getloadavg()[0],
+         "note": "medians of interleaved rounds, each family timed on its own: compare ratios within a family",
+         "rows": kept + rows}, indent=1))
 
 
 def main(argv=None) -> int:

@@ -57,8 +57,9 @@ def test_two_people_compress_at_once_and_the_student_opens_on_compare(browser, j
         page.wait_for_function(f"() => document.querySelector('#job-caption').innerText.includes('{job_id}')"
                                " && document.querySelector('#job-caption').innerText.includes('Done')",
                                timeout=300_000)
-        assert page.locator("#job-student-image img").is_visible()
-        assert page.locator("#job-losses .js-plotly-plot").is_visible()
+        # The caption and the pictures come in one update; an image is shown once it has loaded.
+        page.locator("#job-student-image img").wait_for(state="visible")
+        page.locator("#job-losses .js-plotly-plot").wait_for(state="visible")
     page = pages[0]
     page.bring_to_front()  # a tab in the background may run its timer late
     page.wait_for_function("() => (document.querySelector('#jobs-table').innerText.match(/\\bdone\\b/g) || [])"
