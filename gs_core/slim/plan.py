@@ -177,6 +177,7 @@ def _importance(model: Generator, group) -> list[float] | None:
 
 CHANNEL_MULTIPLE_CHOICES = "auto or a whole number >= 1"
 AUTO_MIN_BLOCKS = 8  # "auto" rounds a group only where it is at least this many blocks wide
+AUTO_MIN_WIDTH = 128  # ... and at least this many channels wide (see channel_multiples)
 
 
 def cpu_block(device: torch.device | str = "cpu") -> int:
@@ -199,20 +200,24 @@ def channel_multiples(model: Generator, setting: str | int = "auto",
     multiple of (groups left out: 1).
 
     A number N applies to every group. "auto" takes N from `device` (`cpu_block`) and applies it only to groups at
-    least AUTO_MIN_BLOCKS blocks wide: rounding steps of at most an eighth of a layer, the granularity the latency
-    table measures at. A narrower group keeps exact widths: rounding a 16-wide group to 16 would forbid pruning it,
-    and one block or less of output channels runs no faster as a whole block (measured: a 3x3 conv at 256 px in
-    onnxruntime, 13 channels 4.3 ms, 16 channels 5.2 ms; 27 channels 16.3 ms, 32 channels 14.8 ms).
+    least AUTO_MIN_BLOCKS blocks and AUTO_MIN_WIDTH channels wide: rounding steps of at most an eighth of a layer,
+    the granularity the latency table measures at. A narrower group keeps exact widths: rounding a 16-wide group
+    to 16 would forbid pruning it, and one block or less of output channels runs no faster as a whole block
+    (measured: a 3x3 conv at 256 px in onnxruntime, 13 channels 4.3 ms, 16 channels 5.2 ms; 27 channels 16.3 ms,
+    32 channels 14.8 ms). The width floor is a quality measurement: the embedded teacher's 64-wide groups rounded
+    to 8 (what 8 blocks alone gives on AVX2) cost its 85% / 8-bit student 0.25 +- 0.08 dB on the validation
+    photos, 3 seeds paired, against a seed spread of 0.07 to 0.15 (docs/deployment.md), so "auto" leaves them be.
     A layer norm's group (AnimeGANv2) is never rounded: its statistics span the kept channels, so a zero channel
     kept only for its width would change every other channel's output.
     """
     multiple = parse_channel_multiple(setting)
     block = cpu_block(device) if multiple == "auto" else multiple
     out = {}
+    min_width = max(AUTO_MIN_BLOCKS * block, AUTO_MIN_WIDTH)
     for group in model.channel_groups():
         kinds = {getattr(model.get_submodule(g), "kind", None) for g in group.gates}
         width = model.widths[group.name]
-        if block > 1 and "layer" not in kinds and (multiple != "auto" or width >= AUTO_MIN_BLOCKS * block):
+        if block > 1 and "layer" not in kinds and (multiple != "auto" or width >= min_width):
             out[group.name] = block
     return out
 
