@@ -16,11 +16,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 TAB_PLOTS = {"Grid": "grid-psnr", "Layers": "layers-survival", "Pareto": "pareto-plot",
              "Training": "training-plot", "Compare": None}
 
-pytestmark = [
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
-                                                     "(apt-get install -y chromium)"),
-    pytest.mark.timeout(150),
-]
+NEEDS_CHROMIUM = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
+                                                                  "(apt-get install -y chromium)")
+pytestmark = [NEEDS_CHROMIUM, pytest.mark.timeout(150)]
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,9 @@ import re
 
 import pytest
 
-from tests.app.test_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.app.test_browser import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM
 
-pytestmark = [
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
-                                                     "(apt-get install -y chromium)"),
-    pytest.mark.timeout(420),
-]
+pytestmark = [NEEDS_CHROMIUM, pytest.mark.timeout(420)]
 
 
 @pytest.fixture(scope="module")
