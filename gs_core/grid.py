@@ -15,7 +15,7 @@ import math
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -108,11 +108,12 @@ class GridConfig:
     metrics: tuple[str, ...] = ("params", "macs", "size_bits", "latency_ms", "psnr", "ssim", "lpips", "fid",
                                 "style_retained")
 
-    def recipe(self, point: Point) -> str:
-        """A digest of everything that decides how `point` trains (not how often it logs or saves). The
-        quantization settings are left out where they do not act (a delay where none is set or
-        `delays_quantization` says no, the calibration quantile for a 32-bit point), so changing one retrains only
-        the points it changes."""
+    def recipe(self, point: Point, groups: Sequence[str]) -> str:
+        """A digest of everything that decides how `point` trains (not how often it logs or saves), `groups` being
+        the teacher's prunable channel groups (`[g.name for g in teacher.channel_groups()]`: a layer made prunable
+        retrains the grid). The quantization settings are left out where they do not act (a delay where none is
+        set or `delays_quantization` says no, the calibration quantile for a 32-bit point), so changing one
+        retrains only the points it changes."""
         delayed = self.train.quant_delay and delays_quantization(point.method, point.bits)
         ignored = ({"checkpoint_every", "log_every"} | (set() if delayed else {"quant_delay"})
                    | ({"calibration_quantile"} if point.bits == FULL_PRECISION else set()))
@@ -120,8 +121,8 @@ class GridConfig:
         if isinstance(point.bits, int) and "calibration_quantile" in train and train["calibration_quantile"] is None:
             train["calibration_quantile"] = calibration_quantile(point.bits)  # the quantile it resolves to
         rounding = {} if self.channel_multiple == "auto" else {"channel_multiple": self.channel_multiple}
-        text = json.dumps({"size": self.size, "batch_size": self.batch_size, "train": train, **rounding},
-                          sort_keys=True)
+        text = json.dumps({"size": self.size, "batch_size": self.batch_size, "train": train, **rounding,
+                           "groups": list(groups)}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def points(self) -> list[Point]:
@@ -158,18 +159,22 @@ def mixed_allocation(teacher, inputs: torch.Tensor, average_bits: float) -> dict
             "sensitivity": sensitivity}
 
 
-def _size_matched(slim_cfg: SlimConfig, allocation: dict, out: Path, teacher_path: Path, point: Point,
-                  reference: Point, teacher_digest: str, cfg: GridConfig) -> SlimConfig:
+def _size_matched(slim_cfg: SlimConfig, allocation: dict, run: GridRun, point: Point) -> SlimConfig:
     """The mixed student's config: its bit allocation, and a size budget equal to the uniform student's size."""
-    folder = out / "grid" / reference.id
-    if not _finished(folder, teacher_digest, cfg.recipe(reference)):
+    reference = run.cfg.reference(point)
+    folder = run.out / "grid" / reference.id
+    if not _finished(folder, run.digest, run.cfg.recipe(reference, run.groups)):
         raise RuntimeError(f"{point.id} is size-matched to {reference.id}: train that point first")
     size = read_card(folder)["metrics"]["size_bits"]
-    teacher_size = read_card(teacher_path)["metrics"]["size_bits"]
+    teacher_size = read_card(run.teacher_path)["metrics"]["size_bits"]
     allocation["size_budget_bits"] = size
     allocation["size_matched_to"] = reference.id
     return replace(slim_cfg, bits=allocation["bit_allocation"], sparsity=1 - size / teacher_size,
                    train=replace(slim_cfg.train, budget_metric="size_bits"))
+
+
+def prunable_groups(teacher: Generator) -> list[str]:
+    return [group.name for group in teacher.channel_groups()]
 
 
 def grid_preset(name: str) -> GridConfig:
@@ -410,6 +415,11 @@ class GridRun:
     device: torch.device  # where points train and are measured
 
     @cached_property
+    def groups(self) -> list[str]:
+        """The teacher's prunable channel groups, part of every point's recipe."""
+        return prunable_groups(self.teacher)
+
+    @cached_property
     def targets(self) -> torch.Tensor:
         """The task targets of the `prune` baseline, made when a point first needs them."""
         return task_targets(self.teacher, self.inputs)
@@ -424,9 +434,8 @@ def train_point(run: GridRun, point: Point, progress: bool = True) -> None:
     allocation = {}
     if point.bits == "mixed":
         allocation = mixed_allocation(run.teacher, run.inputs, run.cfg.mixed_average_bits)
-        slim_cfg = _size_matched(slim_cfg, allocation, run.out, run.teacher_path, point, run.cfg.reference(point),
-                                 run.digest, run.cfg)
-    recipe = run.cfg.recipe(point)
+        slim_cfg = _size_matched(slim_cfg, allocation, run, point)
+    recipe = run.cfg.recipe(point, run.groups)
     slim, card = run_method(run.teacher, run.inputs, run.outputs, slim_cfg, run.run_dir / recipe / point.id, targets,
                             progress, run.device)
     card["sparsity_target"] = point.sparsity  # the grid level, even where the budget was a size
@@ -498,7 +507,8 @@ def run_grid(cfg: GridConfig, teacher_path: str | Path, out: str | Path, run_dir
     if unknown:
         raise ValueError(f"no grid points {unknown}; this preset has: {', '.join(by_id)}")
     points = [by_id[i] for i in only] if only else list(by_id.values())  # `only` also sets the order
-    todo = [p for p in points if not _finished(out / "grid" / p.id, digest, cfg.recipe(p))]
+    groups = prunable_groups(teacher)
+    todo = [p for p in points if not _finished(out / "grid" / p.id, digest, cfg.recipe(p, groups))]
     measure_teacher(teacher_path, digest, cfg, test_dir, device)
     print(f"[grid] {len(todo)} points to train, {len(points) - len(todo)} already done", flush=True)
     run = GridRun(cfg, teacher, digest, teacher_path, out, run_dir, test_dir, inputs, outputs,

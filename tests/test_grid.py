@@ -178,23 +178,30 @@ def test_a_retrained_teacher_or_a_changed_recipe_makes_every_point_stale(quick_t
     new_recipe = replace(cfg, train=replace(cfg.train, lr=cfg.train.lr * 2))
     run_grid(new_recipe, root / "teacher", root, root / "runs" / "grid", only=["gs-s0.5-b8"], progress=False)
     point = {p.id: p for p in cfg.points()}["gs-s0.5-b8"]
-    assert len(trained) == 1 and trained[0].parent.name == new_recipe.recipe(point) != cfg.recipe(point)
-    assert read_card(root / "grid" / "gs-s0.5-b8")["grid_recipe"] == new_recipe.recipe(point)
+    groups = grid_module.prunable_groups(teacher)
+    assert len(trained) == 1 and trained[0].parent.name == new_recipe.recipe(point, groups) != cfg.recipe(point, groups)
+    assert read_card(root / "grid" / "gs-s0.5-b8")["grid_recipe"] == new_recipe.recipe(point, groups)
     # Logging and checkpoint intervals are not part of the recipe.
-    assert replace(cfg, train=replace(cfg.train, log_every=1, checkpoint_every=1)).recipe(point) == cfg.recipe(point)
+    assert (replace(cfg, train=replace(cfg.train, log_every=1, checkpoint_every=1)).recipe(point, groups)
+            == cfg.recipe(point, groups))
+    # A layer made prunable in the model's code (a changed group set) retrains every point.
+    assert cfg.recipe(point, groups[:-1]) != cfg.recipe(point, groups)
+
+
+GROUPS = ("in01_1", "in03_1")  # a teacher's prunable groups, for the recipe tests that compare configs
 
 
 def test_a_quantization_delay_is_part_of_the_recipe_only_where_it_acts():
     cfg = grid_preset("quick")
     delayed = replace(cfg, train=replace(cfg.train, quant_delay=0.5))
-    changed = {p.id for p in cfg.points() if delayed.recipe(p) != cfg.recipe(p)}
+    changed = {p.id for p in cfg.points() if delayed.recipe(p, GROUPS) != cfg.recipe(p, GROUPS)}
     assert changed == {"gs-s0.5-b8", "gs-s0.9-b8", "gs-s0.5-bmixed"}  # not GS at 32 bits, nor any baseline
 
 
 def test_the_calibration_quantile_is_part_of_the_recipe_of_quantized_points_only():
     cfg = grid_preset("quick")
     changed_cfg = replace(cfg, train=replace(cfg.train, calibration_quantile=0.99))
-    changed = {p.id for p in cfg.points() if changed_cfg.recipe(p) != cfg.recipe(p)}
+    changed = {p.id for p in cfg.points() if changed_cfg.recipe(p, GROUPS) != cfg.recipe(p, GROUPS)}
     assert changed == {p.id for p in cfg.points() if p.bits != 32}
     assert changed >= {"quant-s0-b8", "stacked-s0.5-b8", "gs-s0.5-bmixed"}
     # By default each uniform point records the quantile its bit width resolves to (quant.calibration_quantile)
@@ -202,7 +209,7 @@ def test_the_calibration_quantile_is_part_of_the_recipe_of_quantized_points_only
     points = {p.id: p for p in default.points()}
     for point_id, quantile in (("gs-s0.7-b8", 0.9999), ("gs-s0.7-b4", 0.999), ("quant-s0-b4", 0.999)):
         explicit = replace(default, train=replace(default.train, calibration_quantile=quantile))
-        assert explicit.recipe(points[point_id]) == default.recipe(points[point_id]), point_id
+        assert explicit.recipe(points[point_id], GROUPS) == default.recipe(points[point_id], GROUPS), point_id
 
 
 def test_long_preset_is_the_default_grid_trained_three_times_as_long():
@@ -210,4 +217,5 @@ def test_long_preset_is_the_default_grid_trained_three_times_as_long():
     assert long.train.steps == 3 * default.train.steps
     assert replace(long, train=default.train) == default
     point = long.points()[0]
-    assert long.recipe(point) != default.recipe(point)  # a long grid never takes a default point as its own
+    # A long grid never takes a default point as its own.
+    assert long.recipe(point, GROUPS) != default.recipe(point, GROUPS)

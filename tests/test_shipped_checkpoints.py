@@ -14,7 +14,7 @@ from gs_core.checkpoint import load_model, read_card
 from gs_core.data.photoset import load_split
 from gs_core.eval.evaluate import evaluate_models
 from gs_core.files import weights_digest
-from gs_core.grid import grid_preset
+from gs_core.grid import grid_preset, prunable_groups
 from gs_core.teacher import evaluate_against_target
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
@@ -52,7 +52,8 @@ def test_each_student_loads_matches_its_record_and_was_distilled_from_the_shippe
     assert card["teacher_digest"] == weights_digest(teacher[0])
     # Trained with the default grid's recipe as it stands: a changed default must come with a retrained grid.
     grid = grid_preset("default")
-    assert card["grid_recipe"] == grid.recipe({p.id: p for p in grid.points()}[record["id"]])
+    point = {p.id: p for p in grid.points()}[record["id"]]
+    assert card["grid_recipe"] == grid.recipe(point, prunable_groups(teacher[0]))
 
 
 def test_teacher_card_numbers_reproduce(teacher):

@@ -202,5 +202,6 @@ def test_the_grid_recipe_changes_with_a_channel_multiple_other_than_auto():
 
     grid = grid_preset("default")
     point = next(p for p in grid.points() if p.id == "gs-s0.85-b8")
-    assert grid.recipe(point) == replace(grid, channel_multiple="auto").recipe(point)  # the shipped cards' recipe
-    assert replace(grid, channel_multiple="1").recipe(point) != grid.recipe(point)
+    groups = ("in01_1",)
+    assert grid.recipe(point, groups) == replace(grid, channel_multiple="auto").recipe(point, groups)  # the default
+    assert replace(grid, channel_multiple="1").recipe(point, groups) != grid.recipe(point, groups)
