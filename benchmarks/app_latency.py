@@ -146,14 +146,11 @@ def time_browser(url: str, grid: ModelGrid, photo_png: Path, moves: int) -> list
 
     Uploads the photo, waits for its prefetch, then steps the slider right and left in turn.
     """
-    # Imported here: only this mode needs Playwright, and the browser settings are the e2e test's.
-    from playwright.sync_api import sync_playwright
+    # Imported here: only this mode needs Playwright; the browser is the e2e tests'.
+    from tests.browser import VIEWPORT, chromium
 
-    from tests.app.test_browser import CHROMIUM, CHROMIUM_ARGS
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    with chromium() as browser:
+        page = browser.new_page(viewport=VIEWPORT)
         page.goto(url)
         page.wait_for_selector("#student-image img")
         page.locator("#upload input[type=file]").set_input_files(str(photo_png))
@@ -168,7 +165,6 @@ def time_browser(url: str, grid: ModelGrid, photo_png: Path, moves: int) -> list
             slider.press("ArrowLeft" if (move % 2 == 0) == at_top else "ArrowRight")
             page.wait_for_function("() => window.gsStamps.shown > window.gsStamps.pressed")
             times.append(page.evaluate("() => window.gsStamps.shown - window.gsStamps.pressed"))
-        browser.close()
     return times
 
 

@@ -633,6 +633,7 @@ def estimate(spec: JobSpec, workspace: str | Path) -> dict:
     measure_s = eval_forward * _measure_forwards(tests, keep, new_grid)
     cache_bytes = 2 * len(photos) * CROPS_PER_PHOTO * 3 * cfg.size ** 2 * 4  # inputs and outputs, float32
     teacher_bytes = _folder_bytes(_weights_file(_teacher_source(spec.teacher))) if new_grid else 0
+    threads = torch.get_num_threads()
     return {
         "seconds": train_s + teacher_pass_s + measure_s, "train_s": train_s, "teacher_pass_s": teacher_pass_s,
         "measure_s": measure_s, "step_s": {"pruning": prune_step, "fine_tuning": tune_step},
@@ -640,9 +641,9 @@ def estimate(spec: JobSpec, workspace: str | Path) -> dict:
         "disk": {"training_state": state_bytes, "student": slim_bytes, "teacher_outputs": cache_bytes,
                  "teacher_copy": teacher_bytes},
         "how": (f"timed here: {PROBE_STEPS} GS steps of this teacher ({cfg.batch_size} crops of {cfg.size} px, "
-                f"{torch.get_num_threads()} threads): a pruning step {prune_step:.2f} s x {prune_end}, a fine-tuning "
-                f"step {tune_step:.2f} s x {steps - prune_end}; its output on {crops} crops ({per_crop:.3f} s each); "
-                f"measuring: one {cfg.eval_size} px teacher pass ({eval_forward:.2f} s) x the "
+                f"{threads} thread{'s' * (threads > 1)}): a pruning step {prune_step:.2f} s x {prune_end}, a "
+                f"fine-tuning step {tune_step:.2f} s x {steps - prune_end}; its output on {crops} crops "
+                f"({per_crop:.3f} s each); measuring: one {cfg.eval_size} px teacher pass ({eval_forward:.2f} s) x the "
                 f"{_measure_forwards(tests, keep, new_grid):.0f} forwards the grid's measurement makes. Disk: the "
                 f"probe's training state and student files, the teacher-output cache"
                 + (", the teacher's copy" if new_grid else "")),

@@ -5,7 +5,7 @@ once the app has a Compress tab).
 
 Starts `app.py` on a free local port exactly as a user would (its own process, the shipped grid, a temporary
 workspace holding one quick compression job of the embedded teacher, so the Compress page has a job to show
-live), drives it with the browser the tests use (playwright + Debian's chromium, tests/app/test_browser.py), and
+live), drives it with the browser the tests use (playwright + Debian's chromium, tests/browser.py), and
 stops the app again. Nothing goes to the network: the app is served on 127.0.0.1 and chromium runs with its
 background traffic off.
 """
@@ -24,10 +24,9 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-VIEWPORT = {"width": 1400, "height": 1000}
+sys.path.insert(0, str(REPO))
+from tests.browser import CHROMIUM, MISSING, VIEWPORT, chromium  # noqa: E402  (the browser the tests use)
+
 #: Tab -> the element that shows the tab is drawn, and the file name of its shot.
 SHOTS = {"Compare": ("#student-image img", "compare.png"),
          "Layers": ("#layers-survival .js-plotly-plot", "layers.png"),
@@ -113,11 +112,11 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "docs" / "img"), help="where the PNGs go")
     args = parser.parse_args()
     try:
-        from playwright.sync_api import sync_playwright
+        import playwright  # noqa: F401
     except ImportError:
         sys.exit("error: needs playwright (in requirements.txt: run ./studio.sh test once)")
     if not CHROMIUM.exists():
-        sys.exit(f"error: needs Debian's chromium at {CHROMIUM} (apt-get install -y chromium)")
+        sys.exit(f"error: {MISSING}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -126,8 +125,7 @@ def main() -> None:
     job = jobs_command(workspace, "submit", "--steps", str(JOB_STEPS))
     app = start_app(Path(args.checkpoints), workspace, port, out / "app.log")
     try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        with chromium() as browser:
             page = browser.new_page(viewport=VIEWPORT)
             page.set_default_timeout(120_000)
             page.goto(f"http://127.0.0.1:{port}/")
@@ -137,7 +135,6 @@ def main() -> None:
                     print(f"wrote {out / name}")
                 else:
                     print(f"skipped {name}: the app has no {tab} tab")
-            browser.close()
     finally:
         jobs_command(workspace, "cancel", job)  # the worker leaves once its queue is empty and the app has gone
         app.terminate()

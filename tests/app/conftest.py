@@ -13,6 +13,8 @@ from gs_core.jobs import ensure_worker
 from pages.store import ModelGrid
 from tiny_models import build_tiny
 
+from tests.browser import CHROMIUM, MISSING, chromium
+
 
 @pytest.fixture(scope="session")
 def grid_dir(tmp_path_factory):
@@ -52,6 +54,16 @@ def job_server(grid, tmp_path_factory):
     ensure_worker(workspace, threads=1)
     yield demo.local_url, workspace
     demo.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium (tests/browser.py), shared by the browser tests; they are skipped where it is missing."""
+    if not CHROMIUM.exists():
+        pytest.skip(MISSING)
+    pytest.importorskip("playwright.sync_api")
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture(scope="session")

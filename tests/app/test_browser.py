@@ -2,35 +2,26 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 from gs_core.data.photoset import load_split
+from tests.browser import VIEWPORT
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Offline, no sandbox (containers), nothing that phones home.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 #: Each tab and the element id of the plot it must show.
 TAB_PLOTS = {"Grid": "grid-psnr", "Layers": "layers-survival", "Pareto": "pareto-plot",
              "Training": "training-plot", "Compare": None}
 
-NEEDS_CHROMIUM = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
-                                                                  "(apt-get install -y chromium)")
-pytestmark = [NEEDS_CHROMIUM, pytest.mark.timeout(150)]
+pytestmark = pytest.mark.timeout(150)
 
 
 @pytest.fixture(scope="module")
-def page(server):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(30_000)
-        page.goto(server)
-        yield page
-        browser.close()
+def page(browser, server):
+    page = browser.new_page(viewport=VIEWPORT)
+    page.set_default_timeout(30_000)
+    page.goto(server)
+    yield page
+    page.close()
 
 
 def _src(page, elem_id: str) -> str:

@@ -7,22 +7,13 @@ import re
 
 import pytest
 
-from tests.app.test_browser import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM
+from tests.browser import VIEWPORT
 
-pytestmark = [NEEDS_CHROMIUM, pytest.mark.timeout(420)]
-
-
-@pytest.fixture(scope="module")
-def browser(job_server):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+pytestmark = pytest.mark.timeout(420)
 
 
 def _open_compress(browser, url: str):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page = browser.new_page(viewport=VIEWPORT)
     page.set_default_timeout(60_000)
     page.goto(url)
     page.wait_for_selector("#student-image img")
