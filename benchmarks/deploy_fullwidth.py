@@ -12,8 +12,9 @@ Families: the full-width official CartoonGAN and CycleGAN ResNet-9 layouts (test
 the embedded grid (teacher, gs-s0.7/0.85 at 32 and 8 bits, as shipped). Everything slow is cached under `--runs`:
 teachers, students (a `slim` run resumes), deployed folders (deploy.json present: not deployed again). Writes
 benchmarks/results/deploy_fullwidth.json and .csv (keeping the rows of families not run) and prints the table.
-`--profile` prints where the time of a deployed model goes at the largest size (OpenVINO per-layer perf counts, or
-onnxruntime's profiler).
+`--profile` prints where the time of a deployed model goes at the largest size, by kind of layer and the largest
+layers (OpenVINO per-layer perf counts, or onnxruntime's profiler); `--families --profile ...` profiles without
+timing any family.
 """
 from __future__ import annotations
 
@@ -144,9 +145,9 @@ def rows_of(family: str, models: dict[str, dict], folders: dict[str, Path], time
     return rows
 
 
-def profile(folder: Path, size: int, threads: int, top: int = 12) -> list[tuple[str, float]]:
-    """(layer or op type, ms) where the deployed graph's time goes, largest first: OpenVINO's per-layer perf
-    counts, or onnxruntime's profiler (mean over a few runs)."""
+def profile(folder: Path, size: int, threads: int) -> list[tuple[str, float]]:
+    """("layer [kernel or op type]", ms) for every layer of the deployed graph, largest first: OpenVINO's
+    per-layer perf counts, or onnxruntime's profiler (mean over a few runs)."""
     info = read_deployed(folder)
     rgb = torch.rand(1, 3, size, size).numpy()
     totals: dict[str, float] = defaultdict(float)
@@ -183,7 +184,23 @@ def profile(folder: Path, size: int, threads: int, top: int = 12) -> list[tuple[
             if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
                 totals[f"{event['name'].removesuffix('_kernel_time')} [{event['args'].get('op_name')}]"] += (
                     event["dur"] / 1000 / (runs + 1))
-    return sorted(totals.items(), key=lambda kv: -kv[1])[:top]
+    return sorted(totals.items(), key=lambda kv: -kv[1])
+
+
+def by_kind(layers: list[tuple[str, float]]) -> dict[str, float]:
+    """The profile's ms summed by kind: convolutions (transposed ones too), instance norms (OpenVINO's MVN,
+    onnxruntime's InstanceNormalization), and everything else by its kernel or op type."""
+    kinds: dict[str, float] = defaultdict(float)
+    for layer, ms in layers:
+        node, kernel = layer.rsplit(" [", 1)
+        kernel = kernel.rstrip("]")
+        if "conv" in kernel.lower():
+            kinds["conv"] += ms
+        elif node.startswith("MVN") or "InstanceNorm" in kernel:
+            kinds["instance norm"] += ms
+        else:
+            kinds[f"other ({kernel})"] += ms
+    return dict(sorted(kinds.items(), key=lambda kv: -kv[1]))
 
 
 def _write(rows: list[dict], args) -> None:
@@ -202,7 +219,7 @@ def _write(rows: list[dict], args) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--families", nargs="+", default=["cartoongan", "cyclegan", "embedded"],
+    parser.add_argument("--families", nargs="*", default=["cartoongan", "cyclegan", "embedded"],
                         choices=["cartoongan", "cyclegan", "embedded"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[256, 512])
     parser.add_argument("--threads", type=int, default=2)
@@ -224,12 +241,19 @@ def main(argv=None) -> int:
         _write(rows, args)
     columns = ["family", "model", "macs_reduction", "engine", "precision"] + [f"ms_{s}" for s in args.sizes] + [
         f"speedup_{max(args.sizes)}", "speedup_over_macs", "int8_over_fp32"]
-    print(pd.DataFrame(rows)[columns].to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    if rows:
+        print(pd.DataFrame(rows)[columns].to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     for target in args.profile:
         family, name = target.split("/", 1)
-        print(f"\nwhere {target}'s time goes at {max(args.sizes)} px ({args.threads} threads):")
-        for layer, ms in profile(runs / family / "deployed" / name, max(args.sizes), args.threads):
-            print(f"  {ms:8.2f} ms  {layer}")
+        layers = profile(runs / family / "deployed" / name, max(args.sizes), args.threads)
+        total = sum(ms for _, ms in layers)
+        print(f"\nwhere {target}'s time goes at {max(args.sizes)} px ({args.threads} threads), {total:.0f} ms in all:")
+        for kind, ms in by_kind(layers).items():
+            if ms >= 0.005 * total:
+                print(f"  {ms:8.2f} ms  {ms / total:6.1%}  {kind}")
+        print("  the largest layers:")
+        for layer, ms in layers[:12]:
+            print(f"  {ms:8.2f} ms  {ms / total:6.1%}  {layer}")
     return 0
 
 

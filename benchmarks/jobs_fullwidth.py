@@ -4,7 +4,9 @@ The published CartoonGAN layout (tests/official_layouts/cartoongan.json) with Py
 (seed 0), saved as a plain .pth state dict as the published files are. Then, through gs_core.jobs only: the
 upload check (inspect_teacher), the measured estimate, submit, a worker process (ensure_worker) killed with SIGKILL
 once the job has checkpointed halfway, a second worker that resumes it to the end (trained, measured, in its
-teacher's grid), and one photo stylized by the new student. Writes benchmarks/results/jobs_fullwidth.json.
+teacher's grid), one photo stylized by the new student, and the same job run again uninterrupted in a workspace of
+its own, whose student must have the same weights (the tolerance of the resume tests). Writes
+benchmarks/results/jobs_fullwidth.json.
 
     python benchmarks/jobs_fullwidth.py [--steps 20] [--size 64] [--workspace /tmp/jobs_fullwidth]
 """
@@ -12,14 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
+import shutil
 import signal
 import time
 from pathlib import Path
 
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from gs_core import jobs
 from gs_core.checkpoint import load_model
@@ -30,6 +35,7 @@ from gs_core.models import create_generator, detect_architecture
 REPO = Path(__file__).resolve().parent.parent
 LAYOUT = REPO / "tests" / "official_layouts" / "cartoongan.json"
 RESULTS = REPO / "benchmarks" / "results" / "jobs_fullwidth.json"
+ATOL = 1e-6  # tests/slim/test_train.py's resume tolerance
 
 
 def full_width_file(path: Path) -> Path:
@@ -127,10 +133,29 @@ def main() -> None:
     Image.fromarray(to_uint8(styled)).save(workspace / "stylized.png")
     out["stylize_s"] = time.perf_counter() - start
     out["stylized"] = {"photo": photo.name, "size": list(rgb.shape[:2]), "png": str(workspace / "stylized.png")}
+
+    start = time.perf_counter()
+    straight = workspace / "straight"
+    shutil.rmtree(straight, ignore_errors=True)
+    reference_id = jobs.JobQueue(straight).submit(spec)
+    jobs.work(straight, once=True)  # in this process, never interrupted
+    reference = jobs.JobQueue(straight).status(reference_id)
+    out["straight_job_s"] = time.perf_counter() - start
+    if reference["state"] != "done":
+        raise SystemExit(f"uninterrupted job {reference['state']}: {reference['error']}")
+    key, point = reference["model"].split("/")
+    want = load_file(jobs.teacher_grids(straight)[key] / "grid" / point / "weights.safetensors")
+    got = load_file(folder / "weights.safetensors")
+    same_keys = got.keys() == want.keys()  # masks are bool tensors: compare every tensor as float64
+    worst = max((got[k].double() - want[k].double()).abs().max().item() for k in want) if same_keys else math.inf
+    out["same_weights_as_uninterrupted"] = {"tensors": len(want), "max_abs_diff": worst, "atol": ATOL,
+                                            "within": worst <= ATOL}
     out["load_average_at_end"] = os.getloadavg()
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=1, default=str) + "\n")
     print(json.dumps(out, indent=1, default=str))
+    if not out["same_weights_as_uninterrupted"]["within"]:
+        raise SystemExit(f"the resumed job's weights differ from an uninterrupted run's by {worst:g}")
 
 
 if __name__ == "__main__":
