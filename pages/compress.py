@@ -172,7 +172,7 @@ def live_view(queue: JobQueue, job_id: str | None):
     if job.get("model"):
         caption += f"\n\n**Done**: student **{job['model']}** is in its teacher's grid: open it on Compare."
     figure = history_figure(live["history"], f"Training of job {job_id}", _quant_start(JobSpec(**job["spec"])),
-                            "No loss logged yet: the job is queued or preparing.")
+                            "No loss logged yet: the job is queued or preparing.", steps=job["steps"])
     return figure, alive_figure(live["alive"], preview["step"]), preview["teacher"], preview["student"], caption
 
 

@@ -24,9 +24,10 @@ def training_figure(grid: ModelGrid, model_id: str) -> go.Figure:
 
 
 def history_figure(history: list[dict], title: str, quant_start: int | None = None,
-                   empty: str = "No training history yet.") -> go.Figure:
+                   empty: str = "No training history yet.", steps: int | None = None) -> go.Figure:
     """Loss curves over the logged steps, the fraction of channels alive below them, and a line where the
-    quantizers came on (`quant_start`); also the Compress page's live view of a running job."""
+    quantizers came on (`quant_start`); also the Compress page's live view of a running job, whose x axis spans
+    all its `steps` so that the curves show how far it has got."""
     if not history:
         return note_figure(title, empty)
     figure = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.65, 0.35], vertical_spacing=0.08,
@@ -34,18 +35,20 @@ def history_figure(history: list[dict], title: str, quant_start: int | None = No
     for key, name in LOSSES.items():
         points = [(h["step"], h[key]) for h in history if h.get(key) is not None]
         if points:
-            steps, values = zip(*points)
-            figure.add_trace(go.Scatter(x=steps, y=values, mode="lines", name=name), row=1, col=1)
+            xs, ys = zip(*points)
+            figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=name), row=1, col=1)
     alive = [(h["step"], h["alive"]) for h in history if h.get("alive") is not None]
     if alive:
-        steps, values = zip(*alive)
-        figure.add_trace(go.Scatter(x=steps, y=values, mode="lines", name="alive", line_color="black"), row=2, col=1)
+        xs, ys = zip(*alive)
+        figure.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="alive", line_color="black"), row=2, col=1)
     if quant_start is not None:
         line = dict(x=quant_start, line_dash="dot", line_color="grey", col=1)
         figure.add_vline(**line, row=1, annotation_text="quantizers on", annotation_position="top left")
         figure.add_vline(**line, row=2)
     figure.update_yaxes(tickformat=".0%", range=[0, 1.05], row=2, col=1)
     figure.update_xaxes(title_text="step", row=2, col=1)
+    if steps:
+        figure.update_xaxes(range=[0, steps])
     figure.update_layout(title=title, height=560)
     return figure
 

@@ -18,7 +18,7 @@ from pages.grid import baseline_ids, grid_cells, grid_view
 from pages.layers import layer_figures
 from pages.pareto import available_quality, missing_note, pareto_figure, pareto_front
 from pages.store import DIFF_GAIN, MAX_SIDE, PREFETCH_BACKLOG, ModelGrid, difference, load_photo
-from pages.training import training_figure
+from pages.training import history_figure, training_figure
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -143,6 +143,13 @@ def test_layer_and_training_figures_for_every_kind_of_model(grid, model_id):
     assert len(figure.data) == 5  # four losses and channels alive
     # a GS student with a quantization delay marks the step its quantizers came on (in both panels)
     assert {shape.x0 for shape in figure.layout.shapes} == ({24} if model_id == "gs-s0.5-bmixed" else set())
+
+
+def test_a_running_jobs_curves_span_all_its_steps():
+    history = [{"step": s, "total": 1.0 / s, "alive": 1 - s / 100} for s in range(1, 11)]
+    figure = history_figure(history, "job", quant_start=60, steps=100)
+    assert list(figure.layout.xaxis.range) == list(figure.layout.xaxis2.range) == [0, 100]  # 10 of 100 steps shown
+    assert history_figure(history, "done").layout.xaxis.range is None  # a finished model: the axis fits its curves
 
 
 def test_a_burst_of_photos_drops_the_oldest_prefetches(grid):
