@@ -26,8 +26,9 @@ from gs_core.slim.quant import calibrate_activations
 from gs_core.slim.student import make_student
 from gs_core.slim.train import _apply_plan_
 
-CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 NEW_GROUPS = ("mid02", "mid03", "up01", "up02", "head1", "head2")
+#: The shipped gs-s0.85-b8 of the grid before NEW_GROUPS were prunable (commit 4124717), as it was saved.
+BEFORE_NEW_GROUPS = Path(__file__).resolve().parents[1] / "fixtures" / "gs-s0.85-b8-before-new-groups"
 
 
 @torch.no_grad()
@@ -166,7 +167,7 @@ def test_every_prunable_layer_extracts_exactly_on_every_registered_architecture(
 
 
 def test_cards_written_before_the_new_groups_load_whole_and_unchanged():
-    card_path = CHECKPOINTS / "grid" / "gs-s0.85-b8"
+    card_path = BEFORE_NEW_GROUPS
     card = json.loads((card_path / "card.json").read_text())
     assert not set(NEW_GROUPS) & set(card["plan"]["groups"])  # written before these groups were prunable
     model, loaded = load_model(card_path)
