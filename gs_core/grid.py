@@ -174,6 +174,7 @@ def _size_matched(slim_cfg: SlimConfig, allocation: dict, run: GridRun, point: P
 
 
 def prunable_groups(teacher: Generator) -> list[str]:
+    """The names of the teacher's channel groups, which the grid's recipe records."""
     return [group.name for group in teacher.channel_groups()]
 
 
