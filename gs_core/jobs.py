@@ -56,14 +56,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as TF
 from PIL import Image
 
 from gs_core.checkpoint import WEIGHTS, load_model, save_model
-from gs_core.data.images import ImageLoadError, list_images, load_rgb, to_tensor, to_uint8
+from gs_core.data.images import ImageLoadError, list_images, load_rgb, to_uint8
 from gs_core.data.photoset import load_split
 from gs_core.data.teacher_cache import CROPS_PER_PHOTO, distillation_pairs
 from gs_core.eval.cost import count_macs, count_params
+from gs_core.eval.quality import load_image
 from gs_core.files import CheckpointError, atomic_path, weights_digest
 from gs_core.grid import (PACKED, GridConfig, Point, grid_preset, import_teacher, measure_teacher,
                           mixed_allocation, save_measured, write_manifest)
@@ -216,13 +216,6 @@ def usable_photos(folder: str) -> tuple[list[Path], list[str]]:
     if not good:
         raise ValueError(f"no usable photos in {Path(folder).name}: " + "; ".join(skipped))
     return good, skipped
-
-
-def _preview_input(path: Path) -> torch.Tensor:
-    """A PREVIEW_SIZE square centre crop of the photo, RGB [0, 1], 1 x 3 x H x W."""
-    rgb, _ = load_rgb(path)
-    image = TF.center_crop(TF.resize(Image.fromarray(rgb), PREVIEW_SIZE), PREVIEW_SIZE)
-    return to_tensor(np.asarray(image))[None]
 
 
 def _write_png(rgb01: torch.Tensor, path: Path) -> None:
@@ -384,7 +377,7 @@ class _StepReporter:
         self.live = queue.root / "jobs" / job_id / "live"
         self.every = max(1, steps // PREVIEWS_PER_RUN)
         self.preprocess, self.postprocess = teacher.preprocess, teacher.postprocess
-        self.x = self.preprocess(_preview_input(preview))
+        self.x = self.preprocess(load_image(preview, PREVIEW_SIZE)[None])  # a square centre crop
         self.first_step, self.start, self.reported = None, time.perf_counter(), 0.0
         self.previewed, self.preview_cost = 0.0, 0.0  # when the last preview ended, and what it took
         self.state = {"teacher": str(self.live / "teacher.png"), "student": None, "preview_step": None, "alive": {}}
@@ -630,7 +623,8 @@ def estimate(spec: JobSpec, workspace: str | Path) -> dict:
     tests = len(load_split("test"))
     keep = 1 - spec.sparsity
     new_grid = teacher_key(spec.teacher) not in teacher_grids(workspace)
-    measure_s = eval_forward * _measure_forwards(tests, keep, new_grid)
+    forwards = _measure_forwards(tests, keep, new_grid)
+    measure_s = eval_forward * forwards
     cache_bytes = 2 * len(photos) * CROPS_PER_PHOTO * 3 * cfg.size ** 2 * 4  # inputs and outputs, float32
     teacher_bytes = _folder_bytes(_weights_file(_teacher_source(spec.teacher))) if new_grid else 0
     threads = torch.get_num_threads()
@@ -644,7 +638,7 @@ def estimate(spec: JobSpec, workspace: str | Path) -> dict:
                 f"{threads} thread{'s' * (threads > 1)}): a pruning step {prune_step:.2f} s x {prune_end}, a "
                 f"fine-tuning step {tune_step:.2f} s x {steps - prune_end}; its output on {crops} crops "
                 f"({per_crop:.3f} s each); measuring: one {cfg.eval_size} px teacher pass ({eval_forward:.2f} s) x the "
-                f"{_measure_forwards(tests, keep, new_grid):.0f} forwards the grid's measurement makes. Disk: the "
+                f"{forwards:.0f} forwards the grid's measurement makes. Disk: the "
                 f"probe's training state and student files, the teacher-output cache"
                 + (", the teacher's copy" if new_grid else "")),
     }

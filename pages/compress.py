@@ -22,7 +22,8 @@ import plotly.graph_objects as go
 from gs_core.data.images import IMAGE_EXTENSIONS
 from gs_core.data.photoset import load_split
 from gs_core.files import CheckpointError
-from gs_core.jobs import BITS, EMBEDDED_TEACHER, JobQueue, JobSpec, estimate_apart, inspect_teacher, usable_photos
+from gs_core.jobs import (BITS, EMBEDDED_TEACHER, METHOD_OF_BUDGET, JobQueue, JobSpec, estimate_apart, inspect_teacher,
+                          usable_photos)
 from gs_core.methods import delays_quantization
 from pages import UI_EVENT, Shared, add_opener, note_figure
 from pages.training import history_figure
@@ -148,8 +149,8 @@ def alive_figure(alive: dict, step: int | None) -> go.Figure:
 def _quant_start(spec: JobSpec) -> int | None:
     train = spec.grid_config().train
     bits = spec.bits if spec.bits == "mixed" else int(spec.bits)
-    method = {"macs": "gs", "size": "gs-size", "latency": "gs-latency"}[spec.budget]
-    return train.quant_start if train.quant_delay and delays_quantization(method, bits) else None
+    delayed = delays_quantization(METHOD_OF_BUDGET[spec.budget], bits)
+    return train.quant_start if train.quant_delay and delayed else None
 
 
 def live_view(queue: JobQueue, job_id: str | None):
